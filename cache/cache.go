@@ -1,0 +1,409 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// Options bound the tiers.
+type Options struct {
+	// MemoryBytes bounds the memory tier; 0 disables it.
+	MemoryBytes int64
+	// MemoryMaxItem is the largest body the memory tier holds.
+	MemoryMaxItem int64
+	// DiskBytes bounds the blobs on disk; 0 means no limit. Pinned entries are
+	// never evicted, so they may hold the store above the limit.
+	DiskBytes int64
+	// Logger receives eviction and integrity events.
+	Logger *slog.Logger
+}
+
+// Hot is what a lookup returns: the entry and, for small bodies, the bytes.
+type Hot struct {
+	Entry *Entry
+	Body  []byte // nil when the body is only in the store
+}
+
+// hotOverhead is the memory cost charged for an entry beside its body.
+const hotOverhead = 512
+
+// Cache layers the memory tier, size accounting and eviction over a Store.
+// The store is the source of truth: the memory tier only ever holds copies of
+// what the store has, and everything removed from the store is removed from it.
+type Cache struct {
+	store  Store
+	tmpDir string
+	opts   Options
+	mem    *ristretto.Cache[string, *Hot]
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	lastUse  map[string]int64 // key → unix nanos of last use, for LRU eviction
+	keys     map[string]string // key → digest of its blob
+	refs     map[string]int   // digest → number of entries naming it
+	readers  map[string]int   // digest → open readers; such blobs are not evicted
+	blobSize map[string]int64 // digest → size
+	diskUsed int64
+
+	evictions atomic.Int64
+}
+
+// New opens the cache over store. tmpDir is where bodies are staged; it must be
+// on the store's filesystem for a disk store.
+func New(ctx context.Context, store Store, tmpDir string, opts Options) (*Cache, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MemoryMaxItem == 0 {
+		opts.MemoryMaxItem = 1 << 20
+	}
+	c := &Cache{
+		store: store, tmpDir: tmpDir, opts: opts, log: opts.Logger,
+		lastUse: map[string]int64{}, keys: map[string]string{}, refs: map[string]int{},
+		readers: map[string]int{}, blobSize: map[string]int64{},
+	}
+	if opts.MemoryBytes > 0 {
+		counters := opts.MemoryBytes / 100
+		if counters < 1000 {
+			counters = 1000
+		}
+		if counters > 10_000_000 {
+			counters = 10_000_000
+		}
+		mem, err := ristretto.NewCache(&ristretto.Config[string, *Hot]{
+			NumCounters: counters,
+			MaxCost:     opts.MemoryBytes,
+			BufferItems: 64,
+			Metrics:     true,
+			OnEvict:     func(*ristretto.Item[*Hot]) { c.evictions.Add(1) },
+		})
+		if err != nil {
+			return nil, fmt.Errorf("memory tier: %w", err)
+		}
+		c.mem = mem
+	}
+	err := store.Entries(ctx, func(e *Entry) error {
+		c.account(e)
+		c.lastUse[e.Key] = e.FetchedAt.UnixNano()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load index: %w", err)
+	}
+	return c, nil
+}
+
+// account records e's blob in the size bookkeeping; c.mu must be held or the
+// cache not yet shared.
+func (c *Cache) account(e *Entry) {
+	if _, ok := c.keys[e.Key]; ok {
+		c.unaccount(e.Key)
+	}
+	c.keys[e.Key] = e.Digest
+	if c.refs[e.Digest] == 0 {
+		c.diskUsed += e.Size
+		c.blobSize[e.Digest] = e.Size
+	}
+	c.refs[e.Digest]++
+}
+
+// unaccount reverses account for key and returns the digest of a blob that no
+// entry names any more ("" when it is still named).
+func (c *Cache) unaccount(key string) string {
+	digest, ok := c.keys[key]
+	if !ok {
+		return ""
+	}
+	delete(c.keys, key)
+	delete(c.lastUse, key)
+	c.refs[digest]--
+	if c.refs[digest] <= 0 {
+		delete(c.refs, digest)
+		c.diskUsed -= c.blobSize[digest]
+		delete(c.blobSize, digest)
+		return digest
+	}
+	return ""
+}
+
+// Store is the backend under the cache.
+func (c *Cache) Store() Store { return c.store }
+
+// Lookup returns what is stored under key: from memory when it is there, else
+// from the store (and then remembered in memory). Absent keys wrap ErrNotFound.
+func (c *Cache) Lookup(ctx context.Context, key string) (*Hot, error) {
+	if c.mem != nil {
+		if h, ok := c.mem.Get(key); ok {
+			c.touch(key)
+			return h, nil
+		}
+	}
+	e, err := c.store.Entry(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	h := &Hot{Entry: e}
+	if c.mem != nil && e.Size <= c.opts.MemoryMaxItem {
+		body, err := c.ReadAll(ctx, e)
+		if err != nil {
+			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrDigestMismatch) {
+				return nil, fmt.Errorf("entry %q: %w", key, ErrNotFound)
+			}
+			return nil, err
+		}
+		h.Body = body
+	}
+	c.remember(h)
+	c.touch(key)
+	return h, nil
+}
+
+func (c *Cache) remember(h *Hot) {
+	if c.mem == nil {
+		return
+	}
+	c.mem.Set(h.Entry.Key, h, int64(len(h.Body))+hotOverhead)
+}
+
+func (c *Cache) touch(key string) {
+	now := time.Now().UnixNano()
+	c.mu.Lock()
+	if _, ok := c.keys[key]; ok {
+		c.lastUse[key] = now
+	}
+	c.mu.Unlock()
+}
+
+// Stage writes r to a temporary file, hashing it; see Stage.
+func (c *Cache) Stage(r io.Reader, maxSize int64, want string) (*Staged, error) {
+	return Stage(c.tmpDir, r, maxSize, want)
+}
+
+// Put commits s (when not nil) and records e, then evicts if the disk limit is
+// passed. e.Digest and e.Size are taken from s.
+func (c *Cache) Put(ctx context.Context, e *Entry, s *Staged) (*Hot, error) {
+	if s != nil {
+		e.Digest, e.Size = s.Digest, s.Size
+		if err := c.store.Commit(ctx, s); err != nil {
+			return nil, err
+		}
+	}
+	if c.mem != nil {
+		// Del is applied at once; the following Set may be dropped, never reordered before it.
+		c.mem.Del(e.Key)
+	}
+	if err := c.store.PutEntry(ctx, e); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.account(e)
+	c.lastUse[e.Key] = time.Now().UnixNano()
+	c.mu.Unlock()
+	h := &Hot{Entry: e}
+	if c.mem != nil && e.Size <= c.opts.MemoryMaxItem && s == nil {
+		// A refreshed entry keeps its body; read it back for the memory tier.
+		if body, err := c.ReadAll(ctx, e); err == nil {
+			h.Body = body
+		}
+	}
+	c.remember(h)
+	c.evict(ctx)
+	return h, nil
+}
+
+// PutBody is Put for a body already in memory (small, derived answers).
+func (c *Cache) PutBody(ctx context.Context, e *Entry, body []byte) (*Hot, error) {
+	s, err := Stage(c.tmpDir, bytesReader(body), 0, "")
+	if err != nil {
+		return nil, err
+	}
+	defer s.Discard()
+	h, err := c.Put(ctx, e, s)
+	if err != nil {
+		return nil, err
+	}
+	if c.mem != nil && int64(len(body)) <= c.opts.MemoryMaxItem {
+		h.Body = body
+		c.remember(h)
+	}
+	return h, nil
+}
+
+// Open opens the body of e. A blob that is missing or fails its digest check
+// drops the entry (so the next request refetches it) and wraps ErrNotFound.
+func (c *Cache) Open(ctx context.Context, e *Entry) (Blob, error) {
+	b, err := c.store.Open(ctx, e.Digest)
+	if err != nil {
+		if errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrNotFound) {
+			c.log.Error("stored blob is missing or corrupt; dropping its entry", "key", e.Key, "digest", e.Digest, "err", err)
+			c.Delete(ctx, e.Key)
+			if errors.Is(err, ErrDigestMismatch) {
+				c.store.DeleteBlob(ctx, e.Digest)
+			}
+			return nil, fmt.Errorf("entry %q: %w", e.Key, ErrNotFound)
+		}
+		return nil, err
+	}
+	c.mu.Lock()
+	c.readers[e.Digest]++
+	c.mu.Unlock()
+	return &trackedBlob{Blob: b, release: func() {
+		c.mu.Lock()
+		c.readers[e.Digest]--
+		if c.readers[e.Digest] <= 0 {
+			delete(c.readers, e.Digest)
+		}
+		c.mu.Unlock()
+	}}, nil
+}
+
+// ReadAll returns the whole body of e.
+func (c *Cache) ReadAll(ctx context.Context, e *Entry) ([]byte, error) {
+	b, err := c.Open(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	buf := make([]byte, e.Size)
+	if _, err := io.ReadFull(b, buf); err != nil {
+		return nil, fmt.Errorf("read %s: %w", e.Key, err)
+	}
+	return buf, nil
+}
+
+// Delete removes the entry under key (its blob goes when nothing else names it).
+func (c *Cache) Delete(ctx context.Context, key string) error {
+	if c.mem != nil {
+		c.mem.Del(key)
+	}
+	if err := c.store.DeleteEntry(ctx, key); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	orphan := c.unaccount(key)
+	busy := c.readers[orphan] > 0
+	c.mu.Unlock()
+	if orphan != "" && !busy {
+		return c.store.DeleteBlob(ctx, orphan)
+	}
+	return nil
+}
+
+// DeletePrefix removes every entry whose key starts with prefix.
+func (c *Cache) DeletePrefix(ctx context.Context, prefix string) error {
+	var keys []string
+	err := c.store.Entries(ctx, func(e *Entry) error {
+		if len(e.Key) >= len(prefix) && e.Key[:len(prefix)] == prefix {
+			keys = append(keys, e.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := c.Delete(ctx, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// evict removes least-recently-used unpinned entries until the disk limit holds.
+func (c *Cache) evict(ctx context.Context) {
+	if c.opts.DiskBytes <= 0 {
+		return
+	}
+	c.mu.Lock()
+	if c.diskUsed <= c.opts.DiskBytes {
+		c.mu.Unlock()
+		return
+	}
+	type cand struct {
+		key string
+		at  int64
+	}
+	cands := make([]cand, 0, len(c.lastUse))
+	for k, at := range c.lastUse {
+		cands = append(cands, cand{k, at})
+	}
+	c.mu.Unlock()
+	sort.Slice(cands, func(i, j int) bool { return cands[i].at < cands[j].at })
+	for _, cd := range cands {
+		c.mu.Lock()
+		over := c.diskUsed > c.opts.DiskBytes
+		c.mu.Unlock()
+		if !over {
+			return
+		}
+		e, err := c.store.Entry(ctx, cd.key)
+		if err != nil || e.Pinned {
+			continue
+		}
+		c.mu.Lock()
+		busy := c.readers[e.Digest] > 0
+		c.mu.Unlock()
+		if busy {
+			continue
+		}
+		if err := c.Delete(ctx, cd.key); err != nil {
+			c.log.Warn("evict", "key", cd.key, "err", err)
+			continue
+		}
+		c.evictions.Add(1)
+		c.log.Debug("evicted", "key", cd.key, "size", e.Size)
+	}
+}
+
+// Stats are the figures the metrics and status page show.
+type Stats struct {
+	DiskBytes, DiskEntries int64
+	MemoryBytes            int64
+	MemoryEntries          int64
+	Evictions              int64
+}
+
+// Stats reports the current sizes.
+func (c *Cache) Stats() Stats {
+	c.mu.Lock()
+	s := Stats{DiskBytes: c.diskUsed, DiskEntries: int64(len(c.keys)), Evictions: c.evictions.Load()}
+	c.mu.Unlock()
+	if c.mem != nil && c.mem.Metrics != nil {
+		m := c.mem.Metrics
+		s.MemoryBytes = int64(m.CostAdded() - m.CostEvicted())
+		s.MemoryEntries = int64(m.KeysAdded() - m.KeysEvicted())
+	}
+	return s
+}
+
+// Close closes the memory tier and the store.
+func (c *Cache) Close() error {
+	if c.mem != nil {
+		c.mem.Close()
+	}
+	return c.store.Close()
+}
+
+type trackedBlob struct {
+	Blob
+	once    sync.Once
+	release func()
+}
+
+// Unwrap returns the backend's blob, e.g. an *os.File that net/http can sendfile.
+func (t *trackedBlob) Unwrap() Blob { return t.Blob }
+
+// Close releases the blob.
+func (t *trackedBlob) Close() error {
+	t.once.Do(t.release)
+	return t.Blob.Close()
+}

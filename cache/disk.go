@@ -1,0 +1,255 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var entriesBucket = []byte("entries")
+
+// Disk is the embedded store: blobs as files under <dir>/blobs/sha256/, entries in
+// a bbolt database at <dir>/index.db. bbolt commits are crash-safe, and an entry
+// is written only after its blob is renamed into place, so a crash leaves either
+// the old entry or the new one.
+type Disk struct {
+	dir string
+	db  *bolt.DB
+	// verified holds digests whose file was hashed since this process started;
+	// a blob changed on disk while the mirror was stopped is caught on first use.
+	verified sync.Map
+}
+
+// OpenDisk opens (creating if needed) the store in dir. Temporary files left by
+// an earlier crash are removed.
+func OpenDisk(dir string) (*Disk, error) {
+	for _, sub := range []string{"blobs/sha256", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+	}
+	if err := clearDir(filepath.Join(dir, "tmp")); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o640, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open store index %s: %w", filepath.Join(dir, "index.db"), err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(entriesBucket)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store index: %w", err)
+	}
+	return &Disk{dir: dir, db: db}, nil
+}
+
+func clearDir(dir string) error {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, de := range des {
+		if err := os.RemoveAll(filepath.Join(dir, de.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TempDir is where bodies are staged before Commit; it is on the same
+// filesystem as the blobs so Commit is a rename.
+func (d *Disk) TempDir() string { return filepath.Join(d.dir, "tmp") }
+
+// Dir is the data directory.
+func (d *Disk) Dir() string { return d.dir }
+
+func (d *Disk) blobPath(digest string) (string, error) {
+	if !validDigest(digest) {
+		return "", fmt.Errorf("blob %q: not a sha256 digest: %w", digest, ErrNotFound)
+	}
+	return filepath.Join(d.dir, "blobs", "sha256", digest[:2], digest), nil
+}
+
+func validDigest(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Entry implements Store.
+func (d *Disk) Entry(_ context.Context, key string) (*Entry, error) {
+	var e *Entry
+	err := d.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(entriesBucket).Get([]byte(key))
+		if v == nil {
+			return fmt.Errorf("entry %q: %w", key, ErrNotFound)
+		}
+		e = new(Entry)
+		return json.Unmarshal(v, e)
+	})
+	return e, err
+}
+
+// PutEntry implements Store.
+func (d *Disk) PutEntry(_ context.Context, e *Entry) error {
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return d.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(entriesBucket).Put([]byte(e.Key), v)
+	})
+}
+
+// DeleteEntry implements Store.
+func (d *Disk) DeleteEntry(_ context.Context, key string) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(entriesBucket).Delete([]byte(key))
+	})
+}
+
+// DeleteEntries removes every entry whose key has the given prefix.
+func (d *Disk) DeleteEntries(_ context.Context, prefix string) (int, error) {
+	n := 0
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(entriesBucket).Cursor()
+		p := []byte(prefix)
+		for k, _ := c.Seek(p); k != nil && strings.HasPrefix(string(k), prefix); k, _ = c.Next() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// Entries implements Store.
+func (d *Disk) Entries(_ context.Context, fn func(*Entry) error) error {
+	return d.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(entriesBucket).ForEach(func(_, v []byte) error {
+			e := new(Entry)
+			if err := json.Unmarshal(v, e); err != nil {
+				return err
+			}
+			return fn(e)
+		})
+	})
+}
+
+// Commit implements Store: a rename into place, then an fsync of the folder so
+// the name survives a crash.
+func (d *Disk) Commit(_ context.Context, s *Staged) error {
+	if s.file == nil {
+		return errors.New("commit: staged body already discarded")
+	}
+	p, err := d.blobPath(s.Digest)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(p); err == nil && fi.Size() == s.Size {
+		s.Discard()
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+		return fmt.Errorf("commit %s: %w", s.Digest, err)
+	}
+	if err := os.Rename(s.file.Name(), p); err != nil {
+		return fmt.Errorf("commit %s: %w", s.Digest, err)
+	}
+	s.file.Close()
+	s.file = nil
+	syncDir(filepath.Dir(p))
+	d.verified.Store(s.Digest, true)
+	return nil
+}
+
+func syncDir(dir string) {
+	if f, err := os.Open(dir); err == nil {
+		f.Sync()
+		f.Close()
+	}
+}
+
+// Open implements Store. The first open of a blob in this process hashes it.
+func (d *Disk) Open(_ context.Context, digest string) (Blob, error) {
+	p, err := d.blobPath(digest)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: %w", digest, err)
+	}
+	if _, ok := d.verified.Load(digest); ok {
+		return f, nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("blob %s: %w", digest, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != digest {
+		f.Close()
+		return nil, fmt.Errorf("blob %s holds sha256 %s: %w", digest, got, ErrDigestMismatch)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	d.verified.Store(digest, true)
+	return f, nil
+}
+
+// DeleteBlob implements Store.
+func (d *Disk) DeleteBlob(_ context.Context, digest string) error {
+	p, err := d.blobPath(digest)
+	if err != nil {
+		return err
+	}
+	d.verified.Delete(digest)
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Blobs implements Store.
+func (d *Disk) Blobs(_ context.Context, fn func(string, int64) error) error {
+	root := filepath.Join(d.dir, "blobs", "sha256")
+	return filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() {
+			return err
+		}
+		fi, err := de.Info()
+		if err != nil {
+			return err
+		}
+		return fn(de.Name(), fi.Size())
+	})
+}
+
+// Close implements Store.
+func (d *Disk) Close() error { return d.db.Close() }

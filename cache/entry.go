@@ -1,0 +1,69 @@
+// Package cache is regmirror's store: content-addressed blobs, an index of cache
+// keys to entries, and a memory tier for small hot entries.
+package cache
+
+import (
+	"net/http"
+	"time"
+)
+
+// Class says how an entry ages.
+type Class uint8
+
+const (
+	// Immutable entries are verified once and never revalidated (a file by hash,
+	// a package zip at an explicit version).
+	Immutable Class = iota + 1
+	// Mutable entries are fresh for metadata-max-age and then revalidated.
+	Mutable
+	// Negative entries record a not-found answer for negative-max-age.
+	Negative
+)
+
+// String names the class for logs and the status page.
+func (c Class) String() string {
+	switch c {
+	case Immutable:
+		return "immutable"
+	case Mutable:
+		return "mutable"
+	case Negative:
+		return "negative"
+	}
+	return "unknown"
+}
+
+// Entry describes one stored answer. The body lives in the blob named by Digest.
+type Entry struct {
+	Key       string      `json:"key"`
+	Digest    string      `json:"digest"` // sha256 of the body, lowercase hex
+	Size      int64       `json:"size"`
+	Status    int         `json:"status"`           // 200, or 404 for negative entries
+	Header    http.Header `json:"header,omitempty"` // headers replayed on every answer
+	FetchedAt time.Time   `json:"fetchedAt"`        // when the upstream last confirmed it
+	Class     Class       `json:"class"`
+	// Upstream validators, sent back on revalidation.
+	ETag         string `json:"etag,omitempty"`
+	LastModified string `json:"lastModified,omitempty"`
+	Upstream     string `json:"upstream,omitempty"` // base URL the answer came from
+	// Pinned entries were stored by sync; eviction never removes them.
+	Pinned bool `json:"pinned,omitempty"`
+}
+
+// Age is how long ago the upstream last confirmed the entry.
+func (e *Entry) Age(now time.Time) time.Duration { return now.Sub(e.FetchedAt) }
+
+// Fresh reports whether e may be served without asking the upstream.
+func (e *Entry) Fresh(now time.Time, maxAge, negativeMaxAge time.Duration) bool {
+	switch e.Class {
+	case Immutable:
+		return true
+	case Negative:
+		return e.Age(now) < negativeMaxAge
+	default:
+		return e.Age(now) < maxAge
+	}
+}
+
+// StrongETag is the entry's own validator: the quoted sha256 of its bytes.
+func (e *Entry) StrongETag() string { return `"` + e.Digest + `"` }

@@ -1,0 +1,79 @@
+package cache
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// ErrTooLarge means a body passed the size limit it was staged with.
+var ErrTooLarge = errors.New("body exceeds the size limit")
+
+// Staged is a body written to a temporary file and hashed on the way, not yet in
+// the store. It can be read (to verify it) before it is committed or discarded.
+type Staged struct {
+	Digest string // sha256, lowercase hex
+	Size   int64
+	file   *os.File
+}
+
+// Stage copies r into a new temporary file in dir, hashing it, and fsyncs it.
+// A body larger than maxSize (when > 0) fails with ErrTooLarge. When want is
+// not empty the bytes must hash to it, else the result is ErrDigestMismatch.
+// On any error nothing is left behind.
+func Stage(dir string, r io.Reader, maxSize int64, want string) (s *Staged, err error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("stage: %w", err)
+	}
+	f, err := os.CreateTemp(dir, "stage-*")
+	if err != nil {
+		return nil, fmt.Errorf("stage: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	h := sha256.New()
+	src := r
+	if maxSize > 0 {
+		src = io.LimitReader(r, maxSize+1)
+	}
+	n, err := io.Copy(io.MultiWriter(f, h), src)
+	if err != nil {
+		return nil, fmt.Errorf("stage: %w", err)
+	}
+	if maxSize > 0 && n > maxSize {
+		return nil, ErrTooLarge
+	}
+	digest := hex.EncodeToString(h.Sum(nil))
+	if want != "" && digest != want {
+		return nil, fmt.Errorf("stage: got sha256 %s, want %s: %w", digest, want, ErrDigestMismatch)
+	}
+	if err := f.Sync(); err != nil {
+		return nil, fmt.Errorf("stage: %w", err)
+	}
+	return &Staged{Digest: digest, Size: n, file: f}, nil
+}
+
+// ReadAt reads the staged bytes, e.g. to open them as a zip.
+func (s *Staged) ReadAt(p []byte, off int64) (int, error) { return s.file.ReadAt(p, off) }
+
+// Path is the temporary file's path.
+func (s *Staged) Path() string { return s.file.Name() }
+
+// Reader returns a reader over the whole staged body from its start.
+func (s *Staged) Reader() io.Reader { return io.NewSectionReader(s.file, 0, s.Size) }
+
+// Discard removes the temporary file. It is safe to call after Commit.
+func (s *Staged) Discard() {
+	if s.file != nil {
+		s.file.Close()
+		os.Remove(s.file.Name())
+		s.file = nil
+	}
+}

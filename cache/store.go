@@ -1,0 +1,51 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+)
+
+// ErrDigestMismatch means bytes did not hash to the digest they were promised to have.
+var ErrDigestMismatch = errors.New("digest mismatch")
+
+// ErrNotFound is returned for an absent key or blob; it is fs.ErrNotExist so
+// callers can test either.
+var ErrNotFound = fs.ErrNotExist
+
+// Blob is an open stored body. *os.File satisfies it, which lets net/http use
+// sendfile for blobs on disk.
+type Blob interface {
+	io.ReadSeekCloser
+	io.ReaderAt
+	Stat() (fs.FileInfo, error)
+}
+
+// Store is the storage backend: blobs addressed by their sha256 and an index of
+// entries by key. Every backend runs the compliance suite in cache/storetest.
+type Store interface {
+	// Entry returns the entry stored under key, or an error wrapping ErrNotFound.
+	Entry(ctx context.Context, key string) (*Entry, error)
+	// PutEntry records e under e.Key. The blob e.Digest must already be committed.
+	PutEntry(ctx context.Context, e *Entry) error
+	// DeleteEntry removes the entry under key; removing an absent key is not an error.
+	DeleteEntry(ctx context.Context, key string) error
+	// Entries calls fn for every entry; fn's error stops the walk and is returned.
+	Entries(ctx context.Context, fn func(*Entry) error) error
+
+	// Commit moves a staged body into the store under its digest. Committing a
+	// digest that is already stored is not an error.
+	Commit(ctx context.Context, s *Staged) error
+	// Open opens the blob with the given digest, or fails wrapping ErrNotFound.
+	// Backends check a blob's bytes against its digest before its first use after
+	// a start, and fail with ErrDigestMismatch when they differ.
+	Open(ctx context.Context, digest string) (Blob, error)
+	// DeleteBlob removes a blob; removing an absent blob is not an error.
+	DeleteBlob(ctx context.Context, digest string) error
+	// Blobs calls fn for every stored blob.
+	Blobs(ctx context.Context, fn func(digest string, size int64) error) error
+
+	// Close releases the store.
+	Close() error
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/proxy"
+	"github.com/regmirror/regmirror/upstream"
+)
+
+// mirror is everything serve, sync and verify share: the store and the pools.
+type mirror struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	cache    *cache.Cache
+	metrics  *proxy.Metrics
+	refpack  *upstream.Pool
+	hydrilla *upstream.Pool
+}
+
+func newLogger(cfg *config.Config) *slog.Logger {
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// openMirror opens the store and builds the upstream pools from cfg.
+func openMirror(ctx context.Context, cfg *config.Config, log *slog.Logger) (*mirror, error) {
+	dir, err := filepath.Abs(cfg.Data)
+	if err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	store, err := cache.OpenDisk(dir)
+	if err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	c, err := cache.New(ctx, store, store.TempDir(), cache.Options{
+		MemoryBytes: cfg.MemoryCacheSize, MemoryMaxItem: cfg.MemoryMaxItem, DiskBytes: cfg.DiskCacheSize, Logger: log,
+	})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	m := &mirror{cfg: cfg, log: log, cache: c, metrics: proxy.NewMetrics(c)}
+	opts := upstream.Options{
+		ConnectTimeout: cfg.UpstreamConnectTimeout, HeaderTimeout: cfg.UpstreamHeaderTimeout,
+		MaxFails: cfg.MaxFails, FailTimeout: cfg.FailTimeout, UserAgent: userAgent(), Offline: cfg.Offline,
+		Observe: m.observe,
+	}
+	if cfg.UpstreamCA != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		pem, err := os.ReadFile(cfg.UpstreamCA)
+		if err != nil || !pool.AppendCertsFromPEM(pem) {
+			c.Close()
+			return nil, fmt.Errorf("upstream-ca: %s holds no PEM certificate", cfg.UpstreamCA)
+		}
+		opts.RootCAs = pool
+	}
+	if m.refpack, err = upstream.NewPool("refpack", cfg.RefPackUpstreams, opts); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if m.hydrilla, err = upstream.NewPool("hydrilla", cfg.HydrillaUpstreams, opts); err != nil {
+		c.Close()
+		return nil, err
+	}
+	for _, p := range []*upstream.Pool{m.refpack, m.hydrilla} {
+		for _, u := range p.Upstreams() {
+			m.metrics.UpstreamUp.WithLabelValues(u.Base).Set(1)
+		}
+	}
+	return m, nil
+}
+
+func (m *mirror) observe(u *upstream.Upstream, result string, d time.Duration) {
+	m.metrics.UpstreamRequests.WithLabelValues(u.Base, result).Inc()
+	if d > 0 {
+		m.metrics.UpstreamDuration.WithLabelValues(u.Base).Observe(d.Seconds())
+	}
+	up := 0.0
+	if u.Health().Up {
+		up = 1
+	}
+	m.metrics.UpstreamUp.WithLabelValues(u.Base).Set(up)
+}
+
+func serve(c *cli.Context) error {
+	cfg, _, err := config.FromContext(c)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg)
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	m, err := openMirror(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer m.cache.Close()
+	srv := proxy.New(proxy.Options{
+		Config: cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla,
+		Metrics: m.metrics, Logger: log, Version: versionString(),
+	})
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Uploads get a generous whole-request read limit; slow clients are cut off.
+		ReadTimeout:    5 * time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("regmirror serving", "addr", ln.Addr().String(), "data", cfg.Data,
+		"refpack", cfg.RefPackUpstreams, "hydrilla", cfg.HydrillaUpstreams, "offline", cfg.Offline)
+	errc := make(chan error, 1)
+	go func() {
+		if cfg.TLSCert != "" {
+			errc <- hs.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	case <-ctx.Done():
+		log.Info("shutting down: draining in-flight requests")
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := hs.Shutdown(sctx); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,448 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+	"gopkg.in/yaml.v3"
+)
+
+type kind int
+
+const (
+	kString kind = iota
+	kBool
+	kList
+	kDuration
+	kSize
+	kInt
+	kFloat
+)
+
+// key is one setting: its flag name (also its YAML key), environment variable,
+// help text, and where it lives in Config.
+type key struct {
+	name   string
+	kind   kind
+	usage  string
+	secret bool
+	get    func(*Config) string
+	set    func(*Config, string) error
+}
+
+func str(p func(*Config) *string) (func(*Config) string, func(*Config, string) error) {
+	return func(c *Config) string { return *p(c) }, func(c *Config, v string) error { *p(c) = v; return nil }
+}
+
+func list(p func(*Config) *[]string) (func(*Config) string, func(*Config, string) error) {
+	return func(c *Config) string { return strings.Join(*p(c), ",") },
+		func(c *Config, v string) error {
+			var out []string
+			for _, s := range strings.Split(v, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					out = append(out, s)
+				}
+			}
+			*p(c) = out
+			return nil
+		}
+}
+
+func boolean(p func(*Config) *bool) (func(*Config) string, func(*Config, string) error) {
+	return func(c *Config) string { return strconv.FormatBool(*p(c)) },
+		func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			*p(c) = b
+			return nil
+		}
+}
+
+func duration(p func(*Config) *time.Duration) (func(*Config) string, func(*Config, string) error) {
+	return func(c *Config) string { return p(c).String() },
+		func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a duration like 60s or 5m", v)
+			}
+			*p(c) = d
+			return nil
+		}
+}
+
+func size(p func(*Config) *int64) (func(*Config) string, func(*Config, string) error) {
+	return func(c *Config) string { return strconv.FormatInt(*p(c), 10) },
+		func(c *Config, v string) error {
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n > 1<<62 {
+				return fmt.Errorf("%q is not a size like 1073741824, 512MiB or 10GB", v)
+			}
+			*p(c) = int64(n)
+			return nil
+		}
+}
+
+func integer(p func(*Config) *int) (func(*Config) string, func(*Config, string) error) {
+	return func(c *Config) string { return strconv.Itoa(*p(c)) },
+		func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%q is not an integer", v)
+			}
+			*p(c) = n
+			return nil
+		}
+}
+
+func float(p func(*Config) *float64) (func(*Config) string, func(*Config, string) error) {
+	return func(c *Config) string { return strconv.FormatFloat(*p(c), 'g', -1, 64) },
+		func(c *Config, v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return fmt.Errorf("%q is not a number", v)
+			}
+			*p(c) = f
+			return nil
+		}
+}
+
+func mk(name string, k kind, usage string, gs func() (func(*Config) string, func(*Config, string) error)) key {
+	g, s := gs()
+	return key{name: name, kind: k, usage: usage, get: g, set: s}
+}
+
+// keys lists every setting; flags, environment variables, YAML keys, the README
+// reference and check-config all come from this one table.
+var keys = []key{
+	mk("listen", kString, "address to listen on", func() (func(*Config) string, func(*Config, string) error) {
+		return str(func(c *Config) *string { return &c.Listen })
+	}),
+	mk("data", kString, "data directory (blobs and index)", func() (func(*Config) string, func(*Config, string) error) {
+		return str(func(c *Config) *string { return &c.Data })
+	}),
+	mk("refpack-upstream", kList, "RefPack registry base URL, in order of preference (repeatable)", func() (func(*Config) string, func(*Config, string) error) {
+		return list(func(c *Config) *[]string { return &c.RefPackUpstreams })
+	}),
+	mk("hydrilla-upstream", kList, "Hydrilla repository base URL, path prefix kept (repeatable)", func() (func(*Config) string, func(*Config, string) error) {
+		return list(func(c *Config) *[]string { return &c.HydrillaUpstreams })
+	}),
+	mk("offline", kBool, "never contact an upstream; misses are 503", func() (func(*Config) string, func(*Config, string) error) {
+		return boolean(func(c *Config) *bool { return &c.Offline })
+	}),
+	mk("memory-cache-size", kSize, "bytes held by the memory tier (0 disables it)", func() (func(*Config) string, func(*Config, string) error) {
+		return size(func(c *Config) *int64 { return &c.MemoryCacheSize })
+	}),
+	mk("memory-max-item", kSize, "largest body the memory tier holds", func() (func(*Config) string, func(*Config, string) error) {
+		return size(func(c *Config) *int64 { return &c.MemoryMaxItem })
+	}),
+	mk("disk-cache-size", kSize, "bytes of blobs kept on disk, least recently used evicted first (0: no limit)", func() (func(*Config) string, func(*Config, string) error) {
+		return size(func(c *Config) *int64 { return &c.DiskCacheSize })
+	}),
+	mk("metadata-max-age", kDuration, "how long mutable metadata is fresh", func() (func(*Config) string, func(*Config, string) error) {
+		return duration(func(c *Config) *time.Duration { return &c.MetadataMaxAge })
+	}),
+	mk("negative-max-age", kDuration, "how long a not-found answer is cached", func() (func(*Config) string, func(*Config, string) error) {
+		return duration(func(c *Config) *time.Duration { return &c.NegativeMaxAge })
+	}),
+	mk("stale-if-error", kDuration, "how long past its freshness a stored copy is served when upstreams fail (0: for ever)", func() (func(*Config) string, func(*Config, string) error) {
+		return duration(func(c *Config) *time.Duration { return &c.StaleIfError })
+	}),
+	mk("sync-interval", kDuration, "run sync of both APIs in the background this often (0: never)", func() (func(*Config) string, func(*Config, string) error) {
+		return duration(func(c *Config) *time.Duration { return &c.SyncInterval })
+	}),
+	mk("upstream-connect-timeout", kDuration, "upstream TCP/TLS connect timeout", func() (func(*Config) string, func(*Config, string) error) {
+		return duration(func(c *Config) *time.Duration { return &c.UpstreamConnectTimeout })
+	}),
+	mk("upstream-header-timeout", kDuration, "time an upstream has to send response headers", func() (func(*Config) string, func(*Config, string) error) {
+		return duration(func(c *Config) *time.Duration { return &c.UpstreamHeaderTimeout })
+	}),
+	mk("upstream-timeout", kDuration, "time a whole upstream fetch (body included) may take", func() (func(*Config) string, func(*Config, string) error) {
+		return duration(func(c *Config) *time.Duration { return &c.UpstreamTimeout })
+	}),
+	mk("max-fails", kInt, "consecutive failures before an upstream is skipped", func() (func(*Config) string, func(*Config, string) error) {
+		return integer(func(c *Config) *int { return &c.MaxFails })
+	}),
+	mk("fail-timeout", kDuration, "how long a failing upstream is skipped", func() (func(*Config) string, func(*Config, string) error) {
+		return duration(func(c *Config) *time.Duration { return &c.FailTimeout })
+	}),
+	mk("upstream-ca", kString, "PEM file of extra CA certificates for upstream TLS", func() (func(*Config) string, func(*Config, string) error) {
+		return str(func(c *Config) *string { return &c.UpstreamCA })
+	}),
+	mk("tls-cert", kString, "PEM certificate file: serve HTTPS", func() (func(*Config) string, func(*Config, string) error) {
+		return str(func(c *Config) *string { return &c.TLSCert })
+	}),
+	mk("tls-key", kString, "PEM private key file for --tls-cert", func() (func(*Config) string, func(*Config, string) error) {
+		return str(func(c *Config) *string { return &c.TLSKey })
+	}),
+	mk("log-format", kString, "text or json", func() (func(*Config) string, func(*Config, string) error) {
+		return str(func(c *Config) *string { return &c.LogFormat })
+	}),
+	mk("log-level", kString, "debug, info, warn or error", func() (func(*Config) string, func(*Config, string) error) {
+		return str(func(c *Config) *string { return &c.LogLevel })
+	}),
+	mk("max-upload-size", kSize, "largest push body accepted", func() (func(*Config) string, func(*Config, string) error) {
+		return size(func(c *Config) *int64 { return &c.MaxUploadSize })
+	}),
+	mk("max-body-size", kSize, "largest upstream body stored", func() (func(*Config) string, func(*Config, string) error) {
+		return size(func(c *Config) *int64 { return &c.MaxBodySize })
+	}),
+	mk("zip-max-entries", kInt, "most entries a package zip may have", func() (func(*Config) string, func(*Config, string) error) {
+		return integer(func(c *Config) *int { return &c.ZipMaxEntries })
+	}),
+	mk("zip-max-uncompressed", kSize, "most bytes a package zip may expand to", func() (func(*Config) string, func(*Config, string) error) {
+		return size(func(c *Config) *int64 { return &c.ZipMaxUncompressed })
+	}),
+	mk("zip-max-ratio", kFloat, "highest compression ratio of a zip entry (zip-bomb guard)", func() (func(*Config) string, func(*Config, string) error) {
+		return float(func(c *Config) *float64 { return &c.ZipMaxRatio })
+	}),
+	mk("blob-store", kString, "s3://BUCKET[/PREFIX] to share blobs between replicas (default: the local disk)", func() (func(*Config) string, func(*Config, string) error) {
+		return str(func(c *Config) *string { return &c.BlobStore })
+	}),
+	mk("s3-endpoint", kString, "S3-compatible endpoint URL", func() (func(*Config) string, func(*Config, string) error) {
+		return str(func(c *Config) *string { return &c.S3Endpoint })
+	}),
+	mk("s3-region", kString, "S3 region", func() (func(*Config) string, func(*Config, string) error) {
+		return str(func(c *Config) *string { return &c.S3Region })
+	}),
+	mk("s3-path-style", kBool, "use path-style S3 addressing", func() (func(*Config) string, func(*Config, string) error) {
+		return boolean(func(c *Config) *bool { return &c.S3PathStyle })
+	}),
+	mk("s3-lease-ttl", kDuration, "lifetime of a fill lease in the bucket, renewed while the fill runs", func() (func(*Config) string, func(*Config, string) error) {
+		return duration(func(c *Config) *time.Duration { return &c.S3LeaseTTL })
+	}),
+}
+
+// EnvName is the environment variable of a key: REGMIRROR_ and the key in
+// upper case with dashes as underscores.
+func EnvName(name string) string {
+	return "REGMIRROR_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+func lookup(name string) (key, bool) {
+	for _, k := range keys {
+		if k.name == name {
+			return k, true
+		}
+	}
+	return key{}, false
+}
+
+// Flags returns the cli flags for the named keys (all keys when names is empty),
+// plus --config. Values from the YAML file are applied by Before.
+func Flags(names ...string) []cli.Flag {
+	def := Default()
+	flags := []cli.Flag{&cli.StringFlag{Name: "config", Usage: "YAML config file (keys are the flag names)", EnvVars: []string{"REGMIRROR_CONFIG"}}}
+	sel := keys
+	if len(names) > 0 {
+		sel = nil
+		for _, n := range names {
+			k, ok := lookup(n)
+			if !ok {
+				panic("config: unknown key " + n)
+			}
+			sel = append(sel, k)
+		}
+	}
+	for _, k := range sel {
+		env := []string{EnvName(k.name)}
+		dv := k.get(&def)
+		switch k.kind {
+		case kBool:
+			flags = append(flags, altsrc.NewBoolFlag(&cli.BoolFlag{Name: k.name, Usage: k.usage, EnvVars: env}))
+		case kList:
+			flags = append(flags, altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: k.name, Usage: k.usage + " (default: " + dv + ")", EnvVars: env}))
+		default:
+			flags = append(flags, altsrc.NewStringFlag(&cli.StringFlag{Name: k.name, Usage: k.usage, EnvVars: env, Value: dv}))
+		}
+	}
+	return flags
+}
+
+// Before loads the YAML file named by --config into the flags that were not set
+// on the command line or in the environment, refusing keys it does not know.
+func Before(flags []cli.Flag) cli.BeforeFunc {
+	return altsrc.InitInputSourceWithContext(flags, func(c *cli.Context) (altsrc.InputSourceContext, error) {
+		m, err := readFile(c.String("config"), flags)
+		if err != nil {
+			return nil, err
+		}
+		return altsrc.NewMapInputSource(c.String("config"), m), nil
+	})
+}
+
+// readFile reads the YAML config and turns scalars into the types the flags
+// expect (strings, bools, lists), so `max-fails: 3` and `max-fails: "3"` both work.
+func readFile(path string, flags []cli.Flag) (map[any]any, error) {
+	out := map[any]any{}
+	if path == "" {
+		return out, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var raw map[string]any
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	known := map[string]bool{}
+	for _, f := range flags {
+		known[f.Names()[0]] = true
+	}
+	var unknown []string
+	for name, v := range raw {
+		k, ok := lookup(name)
+		if !ok || !known[name] {
+			unknown = append(unknown, name)
+			continue
+		}
+		switch k.kind {
+		case kBool:
+			bv, ok := v.(bool)
+			if !ok {
+				return nil, fmt.Errorf("config %s: %s: %v is not true or false", path, name, v)
+			}
+			out[name] = bv
+		case kList:
+			switch lv := v.(type) {
+			case []any:
+				items := make([]any, len(lv))
+				for i, it := range lv {
+					items[i] = fmt.Sprint(it)
+				}
+				out[name] = items
+			case string:
+				out[name] = []any{lv}
+			default:
+				return nil, fmt.Errorf("config %s: %s: want a list of URLs", path, name)
+			}
+		default:
+			if v == nil {
+				continue
+			}
+			out[name] = fmt.Sprint(v)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return nil, fmt.Errorf("config %s: unknown key(s) %s", path, strings.Join(unknown, ", "))
+	}
+	return out, nil
+}
+
+// Source says where a key's effective value came from.
+type Source string
+
+// Sources of a value, in increasing precedence.
+const (
+	FromDefault Source = "default"
+	FromFile    Source = "file"
+	FromEnv     Source = "env"
+	FromFlag    Source = "flag"
+)
+
+// Setting is a key's effective value and where it came from.
+type Setting struct {
+	Key, Env, Value string
+	Source          Source
+}
+
+// FromContext builds and validates a Config from the command's flags (already
+// merged with the environment and the YAML file by cli and Before). It also
+// returns each key's effective value and source, secrets redacted.
+func FromContext(c *cli.Context) (*Config, []Setting, error) {
+	cfg := Default()
+	cfg.ConfigFile = c.String("config")
+	fileKeys := map[string]bool{}
+	if cfg.ConfigFile != "" {
+		if m, err := readFile(cfg.ConfigFile, c.Command.Flags); err == nil {
+			for k := range m {
+				fileKeys[fmt.Sprint(k)] = true
+			}
+		}
+	}
+	var settings []Setting
+	var errs []string
+	for _, f := range c.Command.Flags {
+		name := f.Names()[0]
+		k, ok := lookup(name)
+		if !ok {
+			continue
+		}
+		src := FromDefault
+		if c.IsSet(name) {
+			switch {
+			case explicitFlag(name):
+				src = FromFlag
+			case os.Getenv(EnvName(name)) != "":
+				src = FromEnv
+			case fileKeys[name]:
+				src = FromFile
+			default:
+				src = FromFlag
+			}
+			var v string
+			if k.kind == kList {
+				v = strings.Join(c.StringSlice(name), ",")
+			} else if k.kind == kBool {
+				v = strconv.FormatBool(c.Bool(name))
+			} else {
+				v = c.String(name)
+			}
+			if err := k.set(&cfg, v); err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", name, err))
+			}
+		} else if k.kind != kBool && k.kind != kList {
+			// A default given through cli's Value is the same as ours; parse it anyway
+			// so the table and Default() can never drift apart unnoticed.
+			if err := k.set(&cfg, c.String(name)); err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", name, err))
+			}
+		}
+		v := k.get(&cfg)
+		if k.secret && v != "" {
+			v = "<redacted>"
+		}
+		settings = append(settings, Setting{Key: name, Env: EnvName(name), Value: v, Source: src})
+	}
+	if len(errs) > 0 {
+		return nil, settings, fmt.Errorf("%s", strings.Join(errs, "\n"))
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, settings, err
+	}
+	return &cfg, settings, nil
+}
+
+// explicitFlag reports whether --name was given on the command line.
+func explicitFlag(name string) bool {
+	for _, a := range os.Args[1:] {
+		if a == "--" {
+			return false
+		}
+		a = strings.TrimLeft(a, "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// Reference is the table of every key for the README: flag, variable, default, usage.
+func Reference() [][4]string {
+	def := Default()
+	var rows [][4]string
+	for _, k := range keys {
+		rows = append(rows, [4]string{"--" + k.name, EnvName(k.name), k.get(&def), k.usage})
+	}
+	return rows
+}

@@ -1,0 +1,86 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/regmirror/regmirror/cache"
+)
+
+// Metrics are the mirror's Prometheus series; their names are part of the
+// contract (design.md, Metrics).
+type Metrics struct {
+	Registry         *prometheus.Registry
+	Requests         *prometheus.CounterVec
+	RequestDuration  *prometheus.HistogramVec
+	UpstreamRequests *prometheus.CounterVec
+	UpstreamDuration *prometheus.HistogramVec
+	UpstreamUp       *prometheus.GaugeVec
+	StaleServed      prometheus.Counter
+	VerifyFailures   prometheus.Counter
+	Coalesced        prometheus.Counter
+	StoreErrors      *prometheus.CounterVec
+	PatternIndex     prometheus.Gauge
+	SyncLastSuccess  *prometheus.GaugeVec
+}
+
+// NewMetrics registers every series; the cache gauges read c when scraped.
+func NewMetrics(c *cache.Cache) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_requests_total", Help: "Requests answered, by API, route, status code and cache result.",
+		}, []string{"api", "route", "code", "cache"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "regmirror_request_duration_seconds", Help: "Time to answer a request.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"api", "cache"}),
+		UpstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_upstream_requests_total", Help: "Requests made to upstreams, by result.",
+		}, []string{"upstream", "result"}),
+		UpstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "regmirror_upstream_request_duration_seconds", Help: "Time to an upstream's response headers.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"upstream"}),
+		UpstreamUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "regmirror_upstream_up", Help: "1 when the upstream's last request succeeded, 0 when it is failing or skipped.",
+		}, []string{"upstream"}),
+		StaleServed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_stale_served_total", Help: "Stored answers served stale because every upstream failed.",
+		}),
+		VerifyFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_verify_failures_total", Help: "Upstream bodies refused by verification (checksum, zip layout, identity).",
+		}),
+		Coalesced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_coalesced_requests_total", Help: "Requests that waited for another request's upstream fetch instead of making their own.",
+		}),
+		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_blob_store_errors_total", Help: "Errors writing or reading the store, by operation.",
+		}, []string{"op"}),
+		PatternIndex: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "regmirror_pattern_index_patterns", Help: "URL patterns in the query index.",
+		}),
+		SyncLastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "regmirror_sync_last_success_timestamp_seconds", Help: "When the last successful sync of an upstream ended.",
+		}, []string{"api", "upstream"}),
+	}
+	reg.MustRegister(m.Requests, m.RequestDuration, m.UpstreamRequests, m.UpstreamDuration, m.UpstreamUp,
+		m.StaleServed, m.VerifyFailures, m.Coalesced, m.StoreErrors, m.PatternIndex, m.SyncLastSuccess,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if c != nil {
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regmirror_cache_size_bytes", Help: "Bytes held, by tier.", ConstLabels: prometheus.Labels{"tier": "disk"}},
+				func() float64 { return float64(c.Stats().DiskBytes) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regmirror_cache_size_bytes", Help: "Bytes held, by tier.", ConstLabels: prometheus.Labels{"tier": "memory"}},
+				func() float64 { return float64(c.Stats().MemoryBytes) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regmirror_cache_entries", Help: "Entries held, by tier.", ConstLabels: prometheus.Labels{"tier": "disk"}},
+				func() float64 { return float64(c.Stats().DiskEntries) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "regmirror_cache_entries", Help: "Entries held, by tier.", ConstLabels: prometheus.Labels{"tier": "memory"}},
+				func() float64 { return float64(c.Stats().MemoryEntries) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regmirror_evictions_total", Help: "Entries evicted from the disk and memory tiers."},
+				func() float64 { return float64(c.Stats().Evictions) }),
+		)
+	}
+	return m
+}

@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxURLLen bounds request targets; real clients' URLs are far shorter.
+const maxURLLen = 8 << 10
+
+// Handler is the server with its access log, request metrics and request ids.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := requestID()
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		rec.Header().Set("X-Request-Id", id)
+		if len(r.RequestURI) > maxURLLen {
+			writeError(rec, http.StatusRequestURITooLong, "URI too long", "the request target is longer than "+strconv.Itoa(maxURLLen)+" bytes")
+		} else {
+			s.ServeHTTP(rec, r)
+		}
+		d := time.Since(start)
+		api, route := classify(r.URL.Path)
+		xc := rec.Header().Get("X-Cache")
+		if xc == "" {
+			xc = "NONE"
+		}
+		s.metrics.Requests.WithLabelValues(api, route, strconv.Itoa(rec.status), xc).Inc()
+		s.metrics.RequestDuration.WithLabelValues(api, xc).Observe(d.Seconds())
+		if s.log.Enabled(r.Context(), slog.LevelInfo) {
+			s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+				slog.String("id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+				slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes), slog.Duration("duration", d),
+				slog.String("cache", xc))
+		}
+	})
+}
+
+func requestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// classify names a request's API and route for metrics, from a bounded set so
+// hostile paths cannot blow up the label space.
+func classify(p string) (api, route string) {
+	for strings.HasPrefix(p, "//") {
+		p = p[1:]
+	}
+	switch {
+	case p == "/healthz" || p == "/readyz" || p == "/metrics" || p == "/" || p == "/status.json":
+		return "mirror", strings.TrimPrefix(p, "/")
+	case p == "/packages" || p == "/packages/":
+		return "refpack", "list"
+	case p == "/packages/advanced-search":
+		return "refpack", "search"
+	case strings.HasPrefix(p, "/packages/"):
+		for _, sub := range []string{"meta", "data", "schema", "changelog", "readme", "versions", "archive"} {
+			if strings.HasSuffix(p, "/"+sub) {
+				return "refpack", sub
+			}
+		}
+		return "refpack", "download"
+	}
+	seg := strings.SplitN(strings.TrimPrefix(p, "/"), "/", 2)[0]
+	switch seg {
+	case "resource", "mapping", "file", "source", "query", "list_all", "script", "bag", "pattern", "content":
+		return "hydrilla", seg
+	}
+	return "hydrilla", "other"
+}
+
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	wrote  bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps sendfile available through the recorder.
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	r.wrote = true
+	rf, ok := r.ResponseWriter.(io.ReaderFrom)
+	if !ok {
+		n, err := io.Copy(r.ResponseWriter, src)
+		r.bytes += n
+		return n, err
+	}
+	n, err := rf.ReadFrom(src)
+	r.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

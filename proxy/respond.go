@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/upstream"
+)
+
+// errBodyGone means a stored entry's body vanished or failed its check between
+// lookup and open; the entry is already dropped and the request is resolved again.
+var errBodyGone = errors.New("stored body is gone")
+
+// serve resolves t and writes the answer.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, t *target) {
+	for attempt := 0; ; attempt++ {
+		a, err := s.resolve(r.Context(), t)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if err := s.respond(w, r, a); errors.Is(err, errBodyGone) && attempt == 0 {
+			continue
+		} else if err != nil {
+			s.fail(w, r, err)
+		}
+		return
+	}
+}
+
+// respond writes a resolved answer with the mirror's cache headers.
+func (s *Server) respond(w http.ResponseWriter, r *http.Request, a *answer) error {
+	if a.relay != nil {
+		return s.writeRaw(w, r, a, a.relay.status, a.relay.header, a.relay.body)
+	}
+	e := a.hot.Entry
+	if e.Status != http.StatusOK {
+		body := a.hot.Body
+		if body == nil {
+			var err error
+			if body, err = s.cache.ReadAll(r.Context(), e); err != nil {
+				return errBodyGone
+			}
+		}
+		return s.writeRaw(w, r, a, e.Status, e.Header, body)
+	}
+	var content io.ReadSeeker
+	if a.hot.Body != nil {
+		content = bytes.NewReader(a.hot.Body)
+	} else {
+		b, err := s.cache.Open(r.Context(), e)
+		if err != nil {
+			if errors.Is(err, cache.ErrNotFound) {
+				return errBodyGone
+			}
+			s.metrics.StoreErrors.WithLabelValues("read").Inc()
+			return err
+		}
+		defer b.Close()
+		content = b
+		// Hand net/http the *os.File itself so it can use sendfile.
+		if u, ok := b.(interface{ Unwrap() cache.Blob }); ok {
+			content = u.Unwrap()
+		}
+	}
+	h := w.Header()
+	for k, v := range e.Header {
+		h[k] = v
+	}
+	if _, ok := h["Content-Type"]; !ok {
+		h["Content-Type"] = nil // never sniff: the mirror does not rewrite what the upstream said
+	}
+	h.Set("ETag", e.StrongETag())
+	setCacheHeaders(h, a)
+	http.ServeContent(w, r, "", time.Time{}, content)
+	return nil
+}
+
+func setCacheHeaders(h http.Header, a *answer) {
+	h.Set("X-Cache", string(a.state))
+	h.Set("Cache-Status", "regmirror; "+a.status)
+}
+
+func (s *Server) writeRaw(w http.ResponseWriter, r *http.Request, a *answer, status int, hdr http.Header, body []byte) error {
+	h := w.Header()
+	for k, v := range hdr {
+		h[k] = v
+	}
+	setCacheHeaders(h, a)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		w.Write(body)
+	}
+	return nil
+}
+
+// errorBody is the error shape of both APIs: {"error": ..., "message": ...}.
+func errorBody(title, message string) []byte {
+	b, _ := json.Marshal(struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}{title, message})
+	return b
+}
+
+// writeError answers with the registry's error shape.
+func writeError(w http.ResponseWriter, status int, title, message string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	body := errorBody(title, message)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// fail maps an error of resolving an answer to its status, in one place.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var ue *upstream.Error
+	switch {
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client hung up; there is nobody to answer.
+		return
+	case errors.Is(err, upstream.ErrOffline):
+		w.Header().Set("Retry-After", "60")
+		w.Header().Set("X-Cache", string(Miss))
+		writeError(w, http.StatusServiceUnavailable, "Service Unavailable", "the mirror is offline and does not hold this answer")
+	case errors.Is(err, upstream.ErrNoUpstream):
+		w.Header().Set("Retry-After", strconv.Itoa(int(s.cfg.FailTimeout.Seconds())+1))
+		w.Header().Set("X-Cache", string(Miss))
+		writeError(w, http.StatusBadGateway, "Bad Gateway", "every upstream is failing and the mirror does not hold this answer")
+	case isVerify(err):
+		w.Header().Set("X-Cache", string(Miss))
+		writeError(w, http.StatusBadGateway, "Bad Gateway", "the upstream's answer failed verification: "+errors.Unwrap(err).Error())
+	case errors.As(err, &ue) && ue.Timeout, errors.Is(err, context.DeadlineExceeded):
+		w.Header().Set("X-Cache", string(Miss))
+		writeError(w, http.StatusGatewayTimeout, "Gateway Timeout", "the upstream did not answer in time")
+	case errors.As(err, &ue):
+		w.Header().Set("X-Cache", string(Miss))
+		writeError(w, http.StatusBadGateway, "Bad Gateway", ue.Error())
+	default:
+		s.log.Error("request failed", "path", r.URL.Path, "err", err)
+		w.Header().Set("X-Cache", string(Miss))
+		writeError(w, http.StatusBadGateway, "Bad Gateway", "the mirror could not obtain this answer")
+	}
+}

@@ -1,0 +1,101 @@
+// Package proxy holds the HTTP handlers of both registry APIs: routing, input
+// validation, answering through the cache with coalesced upstream fetches and
+// stale serving, error bodies, and the mirror's own endpoints.
+package proxy
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/refpack"
+	"github.com/regmirror/regmirror/upstream"
+)
+
+// Options wire a Server.
+type Options struct {
+	Config   *config.Config
+	Cache    *cache.Cache
+	RefPack  *upstream.Pool
+	Hydrilla *upstream.Pool
+	Metrics  *Metrics
+	Logger   *slog.Logger
+	Version  string
+}
+
+// Server answers both APIs and the mirror's own endpoints.
+type Server struct {
+	cfg      *config.Config
+	cache    *cache.Cache
+	refpack  *upstream.Pool
+	hydrilla *upstream.Pool
+	metrics  *Metrics
+	log      *slog.Logger
+	version  string
+	started  time.Time
+	limits   refpack.Limits
+
+	fills singleflight.Group
+	mux   *http.ServeMux
+}
+
+// New builds a Server.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(o.Cache)
+	}
+	s := &Server{
+		cfg: o.Config, cache: o.Cache, refpack: o.RefPack, hydrilla: o.Hydrilla,
+		metrics: o.Metrics, log: o.Logger, version: o.Version, started: time.Now(),
+	}
+	s.limits = refpack.Limits{
+		MaxEntries:           o.Config.ZipMaxEntries,
+		MaxTotalUncompressed: o.Config.ZipMaxUncompressed,
+		MaxRatio:             o.Config.ZipMaxRatio,
+		MaxUploadBytes:       o.Config.MaxUploadSize,
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	s.mux = mux
+	return s
+}
+
+// Metrics returns the server's metrics (for wiring upstream observers).
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ready\n"))
+}
+
+// ServeHTTP routes a request. RefPack paths start with /packages; the mirror's
+// own endpoints are matched exactly; everything else is the Hydrilla API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.EscapedPath()
+	// The RefPack CLI joins an API URL that ends in "/" into "//packages/…".
+	for strings.HasPrefix(p, "//") {
+		p = p[1:]
+	}
+	switch {
+	case p == "/packages" || strings.HasPrefix(p, "/packages/"):
+		s.serveRefPack(w, r, p)
+	case p == "/healthz" || p == "/readyz" || p == "/metrics":
+		s.mux.ServeHTTP(w, r)
+	default:
+		s.serveHydrilla(w, r, p)
+	}
+}

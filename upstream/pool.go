@@ -1,0 +1,290 @@
+// Package upstream talks to the registries the mirror fronts: an ordered pool of
+// base URLs per API, with timeouts and health (max fails, fail timeout).
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrOffline is returned by every request of a pool in offline mode.
+var ErrOffline = errors.New("offline mode: upstreams are not contacted")
+
+// ErrNoUpstream means every upstream is skipped after repeated failures.
+var ErrNoUpstream = errors.New("every upstream is marked down")
+
+// Options configure a pool.
+type Options struct {
+	ConnectTimeout time.Duration // TCP (and TLS) connect
+	HeaderTimeout  time.Duration // from request sent to response headers
+	MaxFails       int           // consecutive failures before an upstream is skipped
+	FailTimeout    time.Duration // how long a failing upstream is skipped
+	UserAgent      string
+	RootCAs        *x509.CertPool // nil: the system roots
+	Offline        bool
+	// Observe, when set, is told of every upstream request and its result:
+	// "ok", "not_found", "error", "timeout".
+	Observe func(u *Upstream, result string, d time.Duration)
+}
+
+// Upstream is one base URL and its health.
+type Upstream struct {
+	API  string
+	Base string // base URL without a trailing slash; its path prefix is kept
+
+	mu        sync.Mutex
+	fails     int
+	skipUntil time.Time
+	lastErr   string
+	lastErrAt time.Time
+	latency   time.Duration
+}
+
+// Health is a snapshot of an upstream's state for the status page.
+type Health struct {
+	API, URL  string
+	Up        bool
+	Fails     int
+	SkipUntil time.Time
+	LastError string
+	LastErrAt time.Time
+	Latency   time.Duration
+}
+
+// Health returns a snapshot of u's state.
+func (u *Upstream) Health() Health {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return Health{API: u.API, URL: u.Base, Up: u.fails == 0, Fails: u.fails, SkipUntil: u.skipUntil,
+		LastError: u.lastErr, LastErrAt: u.lastErrAt, Latency: u.latency}
+}
+
+func (u *Upstream) skipped(now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return now.Before(u.skipUntil)
+}
+
+func (u *Upstream) record(err error, d time.Duration, opts *Options) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.latency = d
+	if err == nil {
+		u.fails = 0
+		u.skipUntil = time.Time{}
+		return
+	}
+	u.fails++
+	u.lastErr = err.Error()
+	u.lastErrAt = time.Now()
+	if opts.MaxFails > 0 && u.fails >= opts.MaxFails {
+		u.skipUntil = time.Now().Add(opts.FailTimeout)
+	}
+}
+
+// Pool is the ordered list of upstreams of one API.
+type Pool struct {
+	API    string
+	ups    []*Upstream
+	opts   Options
+	client *http.Client
+}
+
+// NewPool builds a pool over the base URLs, in order.
+func NewPool(api string, bases []string, opts Options) (*Pool, error) {
+	p := &Pool{API: api, opts: opts}
+	for _, b := range bases {
+		u, err := url.Parse(b)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("%s upstream %q: not an http(s) URL", api, b)
+		}
+		p.ups = append(p.ups, &Upstream{API: api, Base: strings.TrimRight(b, "/")})
+	}
+	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		TLSHandshakeTimeout:   opts.ConnectTimeout,
+		ResponseHeaderTimeout: opts.HeaderTimeout,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+		TLSClientConfig:       &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12},
+	}
+	p.client = &http.Client{
+		Transport: tr,
+		// Redirects are the upstream's answer to relay, not to follow blindly.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return p, nil
+}
+
+// Upstreams returns the pool's upstreams in order.
+func (p *Pool) Upstreams() []*Upstream { return p.ups }
+
+// Offline reports whether the pool never contacts its upstreams.
+func (p *Pool) Offline() bool { return p.opts.Offline }
+
+// NotFoundError is every upstream answering 404; it carries the last answer.
+type NotFoundError struct {
+	Header http.Header
+	Body   []byte
+}
+
+func (e *NotFoundError) Error() string { return "not found upstream" }
+
+// Error is an upstream failure: a transport error, a timeout or a 5xx.
+type Error struct {
+	Upstream string
+	Status   int // 0 for transport errors
+	Timeout  bool
+	Err      error
+}
+
+func (e *Error) Error() string {
+	if e.Status != 0 {
+		return fmt.Sprintf("upstream %s answered %d", e.Upstream, e.Status)
+	}
+	return fmt.Sprintf("upstream %s: %v", e.Upstream, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// IsTimeout reports whether err is an upstream timeout.
+func IsTimeout(err error) bool {
+	var ue *Error
+	return errors.As(err, &ue) && ue.Timeout
+}
+
+// Response is an upstream answer and the upstream that gave it.
+type Response struct {
+	*http.Response
+	Upstream *Upstream
+}
+
+const maxNotFoundBody = 64 << 10
+
+// Get asks each upstream in order for pathQuery (an escaped path with its query,
+// joined to the base URL). A 404 falls through to the next upstream; a transport
+// error, timeout or 5xx is a failure and also falls through. The first other
+// answer is returned with its body open. When no upstream answered otherwise the
+// error is a *NotFoundError if every upstream said 404, else the last failure.
+func (p *Pool) Get(ctx context.Context, pathQuery string, hdr http.Header) (*Response, error) {
+	if p.opts.Offline {
+		return nil, ErrOffline
+	}
+	var lastErr error
+	var nf *NotFoundError
+	now := time.Now()
+	tried := 0
+	for _, u := range p.ups {
+		if u.skipped(now) {
+			continue
+		}
+		tried++
+		resp, err := p.do(ctx, u, http.MethodGet, pathQuery, hdr, nil)
+		if err != nil {
+			lastErr = err
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		if resp.StatusCode == http.StatusNotFound {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, maxNotFoundBody))
+			resp.Body.Close()
+			nf = &NotFoundError{Header: resp.Header, Body: body}
+			continue
+		}
+		return resp, nil
+	}
+	if tried == 0 {
+		return nil, ErrNoUpstream
+	}
+	if lastErr != nil {
+		return nil, lastErr
+	}
+	return nil, nf
+}
+
+// Send makes one request (a write) to the first upstream not marked down; it
+// does not fall through, since the body is consumed.
+func (p *Pool) Send(ctx context.Context, method, pathQuery string, hdr http.Header, body io.Reader) (*Response, error) {
+	if p.opts.Offline {
+		return nil, ErrOffline
+	}
+	now := time.Now()
+	for _, u := range p.ups {
+		if !u.skipped(now) {
+			return p.do(ctx, u, method, pathQuery, hdr, body)
+		}
+	}
+	return nil, ErrNoUpstream
+}
+
+func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hdr http.Header, body io.Reader) (*Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u.Base+pathQuery, body)
+	if err != nil {
+		return nil, &Error{Upstream: u.Base, Err: err}
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	req.Header.Set("User-Agent", p.opts.UserAgent)
+	start := time.Now()
+	resp, err := p.client.Do(req)
+	d := time.Since(start)
+	if err != nil {
+		timeout := errors.Is(err, context.DeadlineExceeded)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			timeout = true
+		}
+		if ctx.Err() == context.Canceled {
+			// The caller gave up; that says nothing about the upstream.
+			return nil, &Error{Upstream: u.Base, Err: err}
+		}
+		ue := &Error{Upstream: u.Base, Timeout: timeout, Err: err}
+		u.record(ue, d, &p.opts)
+		p.observe(u, map[bool]string{true: "timeout", false: "error"}[timeout], d)
+		return nil, ue
+	}
+	if resp.StatusCode >= 500 {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		ue := &Error{Upstream: u.Base, Status: resp.StatusCode}
+		u.record(ue, d, &p.opts)
+		p.observe(u, "error", d)
+		return nil, ue
+	}
+	u.record(nil, d, &p.opts)
+	if resp.StatusCode == http.StatusNotFound {
+		p.observe(u, "not_found", d)
+	} else {
+		p.observe(u, "ok", d)
+	}
+	return &Response{Response: resp, Upstream: u}, nil
+}
+
+// Fail records a failure that showed only after the answer began (a body cut
+// short, bytes that failed verification) against u.
+func (p *Pool) Fail(u *Upstream, err error) {
+	u.record(err, 0, &p.opts)
+	p.observe(u, "error", 0)
+}
+
+func (p *Pool) observe(u *Upstream, result string, d time.Duration) {
+	if p.opts.Observe != nil {
+		p.opts.Observe(u, result, d)
+	}
+}
