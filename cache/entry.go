@@ -3,6 +3,7 @@
 package cache
 
 import (
+	"encoding/json"
 	"net/http"
 	"time"
 )
@@ -48,6 +49,10 @@ type Entry struct {
 	Upstream     string `json:"upstream,omitempty"` // base URL the answer came from
 	// Pinned entries were stored by sync; eviction never removes them.
 	Pinned bool `json:"pinned,omitempty"`
+	// Meta holds facts the API layer derived from the body when it was stored
+	// (a Hydrilla item's identity and URL patterns), so an index can be rebuilt
+	// at start from the entries alone, without reading every body.
+	Meta json.RawMessage `json:"meta,omitempty"`
 }
 
 // Age is how long ago the upstream last confirmed the entry.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -23,12 +24,19 @@ type target struct {
 	// want, when set, is the sha256 the body must have (Hydrilla files).
 	want string
 	// verify checks a staged body before it is committed; an error is a 502.
-	verify func(st *cache.Staged) error
+	// What it returns is kept as the entry's Meta.
+	verify func(st *cache.Staged) (json.RawMessage, error)
+	// from, when set, is the one upstream to ask (answers merged per upstream).
+	from *upstream.Upstream
+	// stored is told of every entry the fill stores.
+	stored func(*cache.Entry)
 	// keep lists the upstream headers replayed with the stored body.
 	keep []string
 	// fixHeader adjusts the replayed headers (e.g. a zip always says application/zip).
 	fixHeader func(http.Header)
 	pin       bool
+	// refresh asks the upstream even when a mutable entry is still fresh (sync).
+	refresh bool
 }
 
 // State is how an answer was obtained, sent as X-Cache.
@@ -75,7 +83,7 @@ func (s *Server) resolve(ctx context.Context, t *target) (*answer, error) {
 		s.log.Error("store lookup", "key", t.key, "err", err)
 		hot = nil
 	}
-	if hot != nil && hot.Entry.Fresh(now, s.cfg.MetadataMaxAge, s.cfg.NegativeMaxAge) {
+	if hot != nil && (hot.Entry.Class == cache.Immutable || !t.refresh) && hot.Entry.Fresh(now, s.cfg.MetadataMaxAge, s.cfg.NegativeMaxAge) {
 		return &answer{hot: hot, state: Hit, status: "hit"}, nil
 	}
 	if t.pool.Offline() {
@@ -158,7 +166,13 @@ func (s *Server) fill(ctx context.Context, t *target, old *cache.Hot) (*answer, 
 			hdr.Set("If-Modified-Since", old.Entry.LastModified)
 		}
 	}
-	resp, err := t.pool.Get(ctx, t.path, hdr)
+	var resp *upstream.Response
+	var err error
+	if t.from != nil {
+		resp, err = t.pool.GetFrom(ctx, t.from, t.path, hdr)
+	} else {
+		resp, err = t.pool.Get(ctx, t.path, hdr)
+	}
 	var nf *upstream.NotFoundError
 	if errors.As(err, &nf) {
 		return s.storeNotFound(ctx, t, nf)
@@ -171,6 +185,7 @@ func (s *Server) fill(ctx context.Context, t *target, old *cache.Hot) (*answer, 
 	case resp.StatusCode == http.StatusNotModified && old != nil:
 		e := *old.Entry
 		e.FetchedAt = time.Now()
+		e.Pinned = e.Pinned || t.pin
 		hot, err := s.cache.Put(ctx, &e, nil)
 		if err != nil {
 			s.metrics.StoreErrors.WithLabelValues("write").Inc()
@@ -209,8 +224,9 @@ func (s *Server) fill(ctx context.Context, t *target, old *cache.Hot) (*answer, 
 		t.pool.Fail(resp.Upstream, err)
 		return nil, &upstream.Error{Upstream: resp.Upstream.Base, Err: err}
 	}
+	var meta json.RawMessage
 	if t.verify != nil {
-		if err := t.verify(st); err != nil {
+		if meta, err = t.verify(st); err != nil {
 			s.verifyFailed(t, resp.Upstream, err)
 			return nil, &verifyError{err}
 		}
@@ -222,13 +238,16 @@ func (s *Server) fill(ctx context.Context, t *target, old *cache.Hot) (*answer, 
 	e := &cache.Entry{
 		Key: t.key, Status: http.StatusOK, Header: h, FetchedAt: time.Now(), Class: t.class,
 		ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"),
-		Upstream: resp.Upstream.Base, Pinned: t.pin,
+		Upstream: resp.Upstream.Base, Pinned: t.pin, Meta: meta,
 	}
 	hot, err := s.cache.Put(ctx, e, st)
 	if err != nil {
 		s.metrics.StoreErrors.WithLabelValues("write").Inc()
 		s.log.Error("store write", "key", t.key, "err", err)
 		return nil, fmt.Errorf("store %s: %w", t.key, err)
+	}
+	if t.stored != nil {
+		t.stored(e)
 	}
 	status := "fwd=uri-miss; stored"
 	if old != nil {

@@ -157,12 +157,12 @@ func (s *Server) rpZipTarget(id, version string, pin bool) *target {
 		api: "refpack", route: "download", key: rpZipKey(id, version), class: cache.Immutable,
 		pool: s.refpack, path: rpUpstreamPath(id, "", versionQuery(version)), pin: pin,
 		keep: []string{"Content-Type", "Content-Disposition"},
-		verify: func(st *cache.Staged) error {
+		verify: func(st *cache.Staged) (json.RawMessage, error) {
 			m, err := refpack.ValidateZip(st, st.Size, s.limits)
 			if err != nil {
-				return err
+				return nil, err
 			}
-			return m.Matches(id, version)
+			return nil, m.Matches(id, version)
 		},
 		fixHeader: func(h http.Header) {
 			// The RefWire CLI refuses a download whose type is not application/zip.
@@ -182,15 +182,15 @@ func (s *Server) rpMetaTarget(id, version string, pin bool) *target {
 	return &target{
 		api: "refpack", route: "meta", key: rpMetaKey(id, version), class: cache.Immutable,
 		pool: s.refpack, path: rpUpstreamPath(id, refpack.SubMeta, versionQuery(version)), pin: pin,
-		verify: func(st *cache.Staged) error {
+		verify: func(st *cache.Staged) (json.RawMessage, error) {
 			var m map[string]any
 			if err := json.NewDecoder(st.Reader()).Decode(&m); err != nil {
-				return fmt.Errorf("meta is not a JSON object: %w", err)
+				return nil, fmt.Errorf("meta is not a JSON object: %w", err)
 			}
 			if v, ok := m["version"].(string); ok && v != version {
-				return fmt.Errorf("meta says version %q, asked for %q", v, version)
+				return nil, fmt.Errorf("meta says version %q, asked for %q", v, version)
 			}
-			return nil
+			return nil, nil
 		},
 	}
 }
@@ -251,8 +251,8 @@ func (s *Server) rpDoc(w http.ResponseWriter, r *http.Request, id, version, sub 
 		}
 	}
 	v, err, _ := s.fills.Do(key, func() (any, error) { return s.docFromZip(context.WithoutCancel(ctx), id, version, sub) })
-	if err == nil && v != nil {
-		a := &answer{hot: v.(*cache.Hot), state: Hit, status: "hit; detail=\"from the stored package zip\""}
+	if h, _ := v.(*cache.Hot); err == nil && h != nil {
+		a := &answer{hot: h, state: Hit, status: "hit; detail=\"from the stored package zip\""}
 		if err := s.respond(w, r, a.atLeast(floor)); err == nil {
 			return
 		}

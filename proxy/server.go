@@ -4,9 +4,12 @@
 package proxy
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -43,6 +46,8 @@ type Server struct {
 
 	fills singleflight.Group
 	mux   *http.ServeMux
+	hy    *catalogue
+	ready atomic.Bool
 }
 
 // New builds a Server.
@@ -71,7 +76,20 @@ func New(o Options) *Server {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
 	s.mux = mux
+	s.hy = newCatalogue(func(n int) { s.metrics.PatternIndex.Set(float64(n)) })
 	return s
+}
+
+// Load reads the Hydrilla catalogue and builds the pattern index from what the
+// store holds, then keeps the index current until ctx ends. /readyz answers
+// ready once it has loaded.
+func (s *Server) Load(ctx context.Context) error {
+	if err := s.hy.load(ctx, s.cache.Store()); err != nil {
+		return fmt.Errorf("load hydrilla catalogue: %w", err)
+	}
+	s.ready.Store(true)
+	go s.hy.run(ctx)
+	return nil
 }
 
 // Metrics returns the server's metrics (for wiring upstream observers).
@@ -79,6 +97,11 @@ func (s *Server) Metrics() *Metrics { return s.metrics }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !s.ready.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("loading\n"))
+		return
+	}
 	w.Write([]byte("ready\n"))
 }
 

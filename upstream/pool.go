@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -145,10 +146,11 @@ func (e *NotFoundError) Error() string { return "not found upstream" }
 
 // Error is an upstream failure: a transport error, a timeout or a 5xx.
 type Error struct {
-	Upstream string
-	Status   int // 0 for transport errors
-	Timeout  bool
-	Err      error
+	Upstream   string
+	Status     int // 0 for transport errors
+	Timeout    bool
+	RetryAfter time.Duration // from a 503's Retry-After, when given
+	Err        error
 }
 
 func (e *Error) Error() string {
@@ -217,6 +219,27 @@ func (p *Pool) Get(ctx context.Context, pathQuery string, hdr http.Header) (*Res
 	return nil, nf
 }
 
+// GetFrom asks one upstream of the pool (for answers merged across upstreams,
+// such as Hydrilla's /list_all and /query). A skipped upstream fails at once.
+func (p *Pool) GetFrom(ctx context.Context, u *Upstream, pathQuery string, hdr http.Header) (*Response, error) {
+	if p.opts.Offline {
+		return nil, ErrOffline
+	}
+	if u.skipped(time.Now()) {
+		return nil, ErrNoUpstream
+	}
+	resp, err := p.do(ctx, u, http.MethodGet, pathQuery, hdr, nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxNotFoundBody))
+		resp.Body.Close()
+		return nil, &NotFoundError{Header: resp.Header, Body: body}
+	}
+	return resp, nil
+}
+
 // Send makes one request (a write) to the first upstream not marked down; it
 // does not fall through, since the body is consumed.
 func (p *Pool) Send(ctx context.Context, method, pathQuery string, hdr http.Header, body io.Reader) (*Response, error) {
@@ -262,7 +285,7 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 	if resp.StatusCode >= 500 {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
-		ue := &Error{Upstream: u.Base, Status: resp.StatusCode}
+		ue := &Error{Upstream: u.Base, Status: resp.StatusCode, RetryAfter: ParseRetryAfter(resp.Header.Get("Retry-After"))}
 		u.record(ue, d, &p.opts)
 		p.observe(u, "error", d)
 		return nil, ue
@@ -287,4 +310,21 @@ func (p *Pool) observe(u *Upstream, result string, d time.Duration) {
 	if p.opts.Observe != nil {
 		p.opts.Observe(u, result, d)
 	}
+}
+
+// ParseRetryAfter reads a Retry-After header (seconds or an HTTP date); 0 when
+// absent or unreadable.
+func ParseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := time.Until(t); d > 0 {
+			return d
+		}
+	}
+	return 0
 }

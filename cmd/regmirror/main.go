@@ -20,6 +20,8 @@ func main() {
 
 func newApp() *cli.App {
 	serveFlags := config.Flags()
+	syncFl := syncFlags()
+	verifyFl := append(config.Flags(), &cli.BoolFlag{Name: "repair", Usage: "drop entries whose blob is missing or corrupt, and unnamed blobs"})
 	return &cli.App{
 		Name:                 "regmirror",
 		Usage:                "a caching mirror of RefPack registries and Hydrilla repositories",
@@ -32,6 +34,20 @@ func newApp() *cli.App {
 				Flags:  serveFlags,
 				Before: config.Before(serveFlags),
 				Action: serve,
+			},
+			{
+				Name:   "sync",
+				Usage:  "mirror upstreams ahead of time (what it stores is pinned)",
+				Flags:  syncFl,
+				Before: config.Before(syncFl),
+				Action: syncCmd,
+			},
+			{
+				Name:   "verify",
+				Usage:  "check every blob against its digest and the index against the blobs",
+				Flags:  verifyFl,
+				Before: config.Before(verifyFl),
+				Action: verifyCmd,
 			},
 			{
 				Name:   "version",

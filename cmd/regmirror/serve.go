@@ -123,6 +123,9 @@ func serve(c *cli.Context) error {
 		Config: cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla,
 		Metrics: m.metrics, Logger: log, Version: versionString(),
 	})
+	if err := srv.Load(ctx); err != nil {
+		return err
+	}
 	hs := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/proxy"
+)
+
+func syncFlags() []cli.Flag {
+	return append(config.Flags(),
+		&cli.BoolFlag{Name: "all-versions", Usage: "RefPack: fetch every version, archived ones included (default: the latest)"},
+		&cli.StringSliceFlag{Name: "package", Usage: "RefPack: only this package id (repeatable)"},
+		&cli.StringSliceFlag{Name: "owner", Usage: "RefPack: only packages of this owner (repeatable)"},
+		&cli.IntFlag{Name: "jobs", Value: 4, Usage: "objects downloaded at once"},
+	)
+}
+
+// syncCmd mirrors the upstreams it is given ahead of time. Given upstreams of
+// one API only, the other API is not contacted.
+func syncCmd(c *cli.Context) error {
+	cfg, _, err := config.FromContext(c)
+	if err != nil {
+		return err
+	}
+	doRefPack, doHydrilla := c.IsSet("refpack-upstream"), c.IsSet("hydrilla-upstream")
+	if !doRefPack && !doHydrilla {
+		doRefPack, doHydrilla = true, true
+	}
+	log := newLogger(cfg)
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	m, err := openMirror(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer m.cache.Close()
+	srv := proxy.New(proxy.Options{Config: cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla, Metrics: m.metrics, Logger: log})
+	if err := srv.Load(ctx); err != nil {
+		return err
+	}
+	opts := proxy.SyncOptions{
+		Jobs: c.Int("jobs"), AllVersions: c.Bool("all-versions"),
+		Packages: c.StringSlice("package"), Owners: c.StringSlice("owner"),
+	}
+	rep := newReporter(os.Stderr, log)
+	opts.Progress = rep.progress
+	var results []*proxy.SyncResult
+	if doHydrilla {
+		results = append(results, srv.SyncHydrilla(ctx, opts)...)
+	}
+	if doRefPack {
+		results = append(results, srv.SyncRefPack(ctx, opts)...)
+	}
+	rep.finish()
+	return summarize(os.Stdout, results)
+}
+
+func summarize(w io.Writer, results []*proxy.SyncResult) error {
+	var failed []string
+	for _, r := range results {
+		fmt.Fprintf(w, "%s %s: ", r.API, r.Upstream)
+		if r.API == "refpack" {
+			fmt.Fprintf(w, "%d packages, %d versions and %d documents fetched", r.Packages, r.Items, r.Files)
+		} else {
+			fmt.Fprintf(w, "%d items and %d files fetched", r.Items, r.Files)
+		}
+		fmt.Fprintf(w, ", %s, %d already held, %d failed, in %s\n",
+			humanize.IBytes(uint64(r.Bytes)), r.Held, len(r.Failed), r.Ended.Sub(r.Started).Round(time.Millisecond))
+		if r.Err != nil {
+			failed = append(failed, fmt.Sprintf("%s %s: %v", r.API, r.Upstream, r.Err))
+		}
+		for _, f := range r.Failed {
+			failed = append(failed, fmt.Sprintf("%s %s: %s", r.API, r.Upstream, f))
+		}
+	}
+	if len(failed) > 0 {
+		fmt.Fprintf(w, "failed:\n  %s\n", strings.Join(failed, "\n  "))
+		return cli.Exit(fmt.Sprintf("sync: %d failures", len(failed)), 1)
+	}
+	return nil
+}
+
+// reporter shows sync progress: a progress bar on a terminal, plain lines
+// (at most one every two seconds) otherwise.
+type reporter struct {
+	tty      bool
+	out      *os.File
+	log      *slog.Logger
+	bar      *progressbar.ProgressBar
+	key      string
+	lastLine time.Time
+}
+
+func newReporter(out *os.File, log *slog.Logger) *reporter {
+	return &reporter{tty: term.IsTerminal(int(out.Fd())), out: out, log: log}
+}
+
+func (r *reporter) progress(p proxy.SyncProgress) {
+	if r.tty {
+		key := p.API + " " + p.Upstream
+		if r.bar == nil || r.key != key {
+			if r.bar != nil {
+				r.bar.Finish()
+			}
+			r.key = key
+			r.bar = progressbar.NewOptions(p.Total, progressbar.OptionSetWriter(r.out),
+				progressbar.OptionSetDescription(key), progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true),
+				progressbar.OptionClearOnFinish())
+		}
+		r.bar.ChangeMax(p.Total)
+		r.bar.Set(p.Done)
+		return
+	}
+	if time.Since(r.lastLine) >= 2*time.Second || p.Done == p.Total {
+		r.lastLine = time.Now()
+		r.log.Info("sync progress", "api", p.API, "upstream", p.Upstream, "done", p.Done, "total", p.Total, "last", p.What)
+	}
+}
+
+func (r *reporter) finish() {
+	if r.bar != nil {
+		r.bar.Finish()
+	}
+}
+
+// verifyCmd checks every blob against its digest and the index against the blobs.
+func verifyCmd(c *cli.Context) error {
+	cfg, _, err := config.FromContext(c)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg)
+	m, err := openMirror(context.Background(), cfg, log)
+	if err != nil {
+		return err
+	}
+	defer m.cache.Close()
+	problems, err := verifyStore(c.Context, m, c.Bool("repair"))
+	if err != nil {
+		return err
+	}
+	for _, p := range problems {
+		fmt.Println(p.String())
+	}
+	if len(problems) > 0 {
+		what := "found"
+		if c.Bool("repair") {
+			what = "found and repaired"
+		}
+		return cli.Exit(fmt.Sprintf("verify: %d problems %s", len(problems), what), 1)
+	}
+	fmt.Println("verify: every blob matches its digest and every entry its blob")
+	return nil
+}

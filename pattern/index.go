@@ -1,0 +1,240 @@
+package pattern
+
+import "fmt"
+
+// Item is one pattern to index together with the value a match yields
+// (typically the mapping it came from).
+type Item[V any] struct {
+	Pattern string
+	Value   V
+}
+
+// Index is an immutable trie of patterns, shaped like Hydrilla's pattern
+// tree: keyed by scheme and port, then by reversed host labels, then by path
+// segments, with the three wildcard kinds hanging off every node. A lookup
+// costs a few map probes per URL label and segment, independent of how many
+// patterns are indexed. Build it once and publish it (e.g. through an
+// atomic.Pointer); it is safe for concurrent use because nothing mutates it.
+type Index[V any] struct {
+	// roots maps a (scheme, port) key to the root of its host trie.
+	roots map[rootKey]uint32
+	// edges holds every literal child of every node (host and path
+	// nodes alike: node ids are unique across both). One flat map is far
+	// cheaper to build and to keep than a map per node.
+	edges map[edge]uint32
+	// nodes[0] is unused so that 0 can mean "absent" in slots.
+	nodes []node
+	// Leaf l's values are vals[offsets[2l]:offsets[2l+1]] for patterns
+	// with a trailing slash, then vals[offsets[2l+1]:offsets[2l+2]] for
+	// the others, each in insertion order. Leaf 0 is unused.
+	offsets []uint32
+	vals    []V
+	n       int
+}
+
+type rootKey struct {
+	scheme schemeSet
+	port   uint16
+}
+
+type edge struct {
+	parent uint32
+	label  string
+}
+
+// node is a trie node. In the host trie, slots point to the path-trie roots
+// of patterns whose host ends at this node: slots[wildNone] for exactly
+// these labels, slots[wildOne..wildAny] for "*.", "**." and "***." in front
+// of them. In a path trie, slots point to leaves the same way.
+type node struct {
+	slots [numSlots]uint32
+}
+
+// Build indexes items. Items whose pattern does not parse are skipped and
+// reported, one error (wrapping ErrInvalid) each; the index holds the rest.
+func Build[V any](items []Item[V]) (*Index[V], []error) {
+	ix := &Index[V]{
+		roots: make(map[rootKey]uint32),
+		edges: make(map[edge]uint32, 2*len(items)),
+		nodes: make([]node, 1, 2*len(items)+1),
+	}
+	type entry struct {
+		leaf  uint32
+		slash bool
+		item  int
+	}
+	entries := make([]entry, 0, len(items))
+	nLeaves := uint32(1)
+	var errs []error
+
+	for i, it := range items {
+		p, err := Parse(it.Pattern)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("item %d: %w", i, err))
+			continue
+		}
+		ix.n++
+		// http* is registered once per scheme, as Hydrilla does.
+		for _, sc := range allSchemes {
+			if p.schemes&sc == 0 {
+				continue
+			}
+			key := rootKey{sc, p.port}
+			n, ok := ix.roots[key]
+			if !ok {
+				n = ix.newNode()
+				ix.roots[key] = n
+			}
+			for j := len(p.host) - 1; j >= 0; j-- {
+				n = ix.child(n, p.host[j])
+			}
+			n = ix.slot(n, p.hostWild, ix.newNode)
+			for _, s := range p.path {
+				n = ix.child(n, s)
+			}
+			leaf := ix.slot(n, p.pathWild, func() uint32 { nLeaves++; return nLeaves - 1 })
+			entries = append(entries, entry{leaf, p.slash, i})
+		}
+	}
+
+	// Lay the values out leaf by leaf, slash bucket first, with a counting
+	// sort: entries are in insertion order and the placement is stable.
+	bucket := func(e entry) uint32 {
+		if e.slash {
+			return 2 * e.leaf
+		}
+		return 2*e.leaf + 1
+	}
+	offsets := make([]uint32, 2*nLeaves+1)
+	for _, e := range entries {
+		offsets[bucket(e)+1]++
+	}
+	for i := 1; i < len(offsets); i++ {
+		offsets[i] += offsets[i-1]
+	}
+	next := make([]uint32, len(offsets))
+	copy(next, offsets)
+	ix.vals = make([]V, len(entries))
+	for _, e := range entries {
+		b := bucket(e)
+		ix.vals[next[b]] = items[e.item].Value
+		next[b]++
+	}
+	ix.offsets = offsets
+	return ix, errs
+}
+
+func (ix *Index[V]) newNode() uint32 {
+	ix.nodes = append(ix.nodes, node{})
+	return uint32(len(ix.nodes) - 1)
+}
+
+func (ix *Index[V]) child(parent uint32, label string) uint32 {
+	k := edge{parent, label}
+	if c, ok := ix.edges[k]; ok {
+		return c
+	}
+	c := ix.newNode()
+	ix.edges[k] = c
+	return c
+}
+
+// slot returns what slot w of node n points to, creating it with mk first.
+// It indexes ix.nodes afresh after mk, which may grow the slice.
+func (ix *Index[V]) slot(n uint32, w wildcard, mk func() uint32) uint32 {
+	if v := ix.nodes[n].slots[w]; v != 0 {
+		return v
+	}
+	v := mk()
+	ix.nodes[n].slots[w] = v
+	return v
+}
+
+// Len returns the number of items indexed (those whose pattern parsed).
+func (ix *Index[V]) Len() int {
+	if ix == nil {
+		return 0
+	}
+	return ix.n
+}
+
+// Match returns the values of all patterns matching u, most specific first,
+// in Hydrilla's order: hosts from the deepest literal node up, at each node
+// the exact host before "*", "**" and "***"; for each host, paths in the
+// same way; at each path node, for a URL whose path ends in '/', patterns
+// with a trailing slash before the others; ties in insertion order. A value
+// added under several matching patterns appears once per pattern (see
+// Dedupe). u should come from ParseURL; a nil Index matches nothing.
+func (ix *Index[V]) Match(u Pattern) []V {
+	if ix == nil || !u.concrete() {
+		return nil
+	}
+	root, ok := ix.roots[rootKey{u.schemes, u.port}]
+	if !ok {
+		return nil
+	}
+	// The walk down the literal labels; depth d has consumed d labels.
+	var buf [16]uint32
+	stack := append(buf[:0], root)
+	for j := len(u.host) - 1; j >= 0; j-- {
+		c, ok := ix.edges[edge{stack[len(stack)-1], u.host[j]}]
+		if !ok {
+			break
+		}
+		stack = append(stack, c)
+	}
+	var out []V
+	for d := len(stack) - 1; d >= 0; d-- {
+		slots := &ix.nodes[stack[d]].slots
+		for w := wildNone; w < numSlots; w++ {
+			if pr := slots[w]; pr != 0 && w.admits(len(u.host)-d) {
+				out = ix.matchPath(out, pr, u)
+			}
+		}
+	}
+	return out
+}
+
+func (ix *Index[V]) matchPath(out []V, root uint32, u Pattern) []V {
+	var buf [16]uint32
+	stack := append(buf[:0], root)
+	for _, s := range u.path {
+		c, ok := ix.edges[edge{stack[len(stack)-1], s}]
+		if !ok {
+			break
+		}
+		stack = append(stack, c)
+	}
+	for d := len(stack) - 1; d >= 0; d-- {
+		slots := &ix.nodes[stack[d]].slots
+		for w := wildNone; w < numSlots; w++ {
+			leaf := slots[w]
+			if leaf == 0 || !w.admits(len(u.path)-d) {
+				continue
+			}
+			if u.slash {
+				out = append(out, ix.vals[ix.offsets[2*leaf]:ix.offsets[2*leaf+1]]...)
+			}
+			out = append(out, ix.vals[ix.offsets[2*leaf+1]:ix.offsets[2*leaf+2]]...)
+		}
+	}
+	return out
+}
+
+// Dedupe returns vs with repeated values removed, keeping each at its first
+// (most specific) position, which is how /query lists each mapping once. It
+// reuses vs's backing array.
+func Dedupe[V comparable](vs []V) []V {
+	if len(vs) < 2 {
+		return vs
+	}
+	seen := make(map[V]struct{}, len(vs))
+	out := vs[:0]
+	for _, v := range vs {
+		if _, dup := seen[v]; !dup {
+			seen[v] = struct{}{}
+			out = append(out, v)
+		}
+	}
+	return out
+}

@@ -1,0 +1,231 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/hydrilla"
+	"github.com/regmirror/regmirror/pattern"
+	"github.com/regmirror/regmirror/upstream"
+)
+
+// itemMeta is what the mirror remembers of a stored Hydrilla item version
+// (cache.Entry.Meta), so /list_all and the /query index are rebuilt at start
+// from the index of entries alone.
+type itemMeta struct {
+	Type       string           `json:"type"`
+	Identifier string           `json:"identifier"`
+	LongName   string           `json:"long_name"`
+	Version    hydrilla.Version `json:"version"`
+	Revision   int              `json:"revision,omitempty"`
+	Patterns   []string         `json:"patterns,omitempty"`
+	Files      []string         `json:"files,omitempty"`
+}
+
+func itemMetaOf(it *hydrilla.Item) json.RawMessage {
+	m := itemMeta{Type: it.Type, Identifier: it.Identifier, LongName: it.LongName, Version: it.Version.Normalize(),
+		Revision: it.Revision, Patterns: it.Patterns}
+	for _, f := range it.Files {
+		m.Files = append(m.Files, f.SHA256)
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func parseItemMeta(raw json.RawMessage) (itemMeta, bool) {
+	var m itemMeta
+	if len(raw) == 0 || json.Unmarshal(raw, &m) != nil || m.Identifier == "" {
+		return m, false
+	}
+	return m, true
+}
+
+type heldItem struct {
+	meta     itemMeta
+	upstream string
+}
+
+// mappingVal is one mapping version in the query index.
+type mappingVal struct {
+	id, longName string
+	version      hydrilla.Version
+}
+
+// catalogue is the mirror's knowledge of the Hydrilla items it holds: the
+// per-upstream lists it can answer itself, the pattern index, and which
+// upstreams have a complete sync.
+type catalogue struct {
+	mu    sync.Mutex
+	items map[string]heldItem // by item cache key
+	syncs map[string]time.Time
+
+	index   atomic.Pointer[pattern.Index[*mappingVal]]
+	dirty   chan struct{}
+	onBuilt func(patterns int)
+}
+
+func newCatalogue(onBuilt func(int)) *catalogue {
+	c := &catalogue{items: map[string]heldItem{}, syncs: map[string]time.Time{}, dirty: make(chan struct{}, 1), onBuilt: onBuilt}
+	empty, _ := pattern.Build[*mappingVal](nil)
+	c.index.Store(empty)
+	return c
+}
+
+// load reads what the store holds.
+func (c *catalogue) load(ctx context.Context, st cache.Store) error {
+	err := st.Entries(ctx, func(e *cache.Entry) error {
+		switch {
+		case strings.HasPrefix(e.Key, hyItemPrefix):
+			if m, ok := parseItemMeta(e.Meta); ok {
+				c.items[e.Key] = heldItem{meta: m, upstream: e.Upstream}
+			}
+		case strings.HasPrefix(e.Key, hySyncPrefix):
+			c.syncs[strings.TrimPrefix(e.Key, hySyncPrefix)] = e.FetchedAt
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.rebuild()
+	return nil
+}
+
+// noteItem records a stored item version and schedules an index rebuild when
+// it is a mapping.
+func (s *Server) noteItem(e *cache.Entry) {
+	m, ok := parseItemMeta(e.Meta)
+	if !ok {
+		return
+	}
+	s.hy.mu.Lock()
+	s.hy.items[e.Key] = heldItem{meta: m, upstream: e.Upstream}
+	s.hy.mu.Unlock()
+	if m.Type == hydrilla.TypeMapping {
+		select {
+		case s.hy.dirty <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// forget drops an item version (evicted or found corrupt).
+func (c *catalogue) forget(key string) {
+	c.mu.Lock()
+	delete(c.items, key)
+	c.mu.Unlock()
+}
+
+// run rebuilds the index after changes, at most a few times a second, so a
+// sync of thousands of mappings builds it a handful of times, not per item.
+func (c *catalogue) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.dirty:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			c.rebuild()
+		}
+	}
+}
+
+// rebuild builds a new index from every held mapping version and swaps it in;
+// queries never see a half-built index.
+func (c *catalogue) rebuild() {
+	c.mu.Lock()
+	var items []pattern.Item[*mappingVal]
+	for _, h := range c.items {
+		if h.meta.Type != hydrilla.TypeMapping {
+			continue
+		}
+		v := &mappingVal{id: h.meta.Identifier, longName: h.meta.LongName, version: h.meta.Version}
+		for _, p := range h.meta.Patterns {
+			items = append(items, pattern.Item[*mappingVal]{Pattern: p, Value: v})
+		}
+	}
+	c.mu.Unlock()
+	ix, _ := pattern.Build(items)
+	c.index.Store(ix)
+	if c.onBuilt != nil {
+		c.onBuilt(ix.Len())
+	}
+}
+
+// query answers a URL from the index: most specific first, each mapping once
+// at its first position, with its newest version among those that match.
+func (c *catalogue) query(u pattern.Pattern) []hydrilla.QueryMapping {
+	vals := c.index.Load().Match(u)
+	pos := map[string]int{}
+	out := []hydrilla.QueryMapping{}
+	for _, v := range vals {
+		if i, ok := pos[v.id]; ok {
+			if v.version.Compare(out[i].Version) > 0 {
+				out[i].Version, out[i].LongName = v.version, v.longName
+			}
+			continue
+		}
+		pos[v.id] = len(out)
+		out = append(out, hydrilla.QueryMapping{Identifier: v.id, LongName: v.longName, Version: v.version})
+	}
+	return out
+}
+
+// heldList is the /list_all of the item versions held from one upstream.
+func (c *catalogue) heldList(base string) *hydrilla.List {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := &hydrilla.List{}
+	for _, h := range c.items {
+		if h.upstream != base {
+			continue
+		}
+		e := hydrilla.ListEntry{Identifier: h.meta.Identifier, LongName: h.meta.LongName, Version: h.meta.Version}
+		if h.meta.Type == hydrilla.TypeResource {
+			rev := h.meta.Revision
+			e.Revision = &rev
+			l.Resources = append(l.Resources, e)
+		} else {
+			l.Mappings = append(l.Mappings, e)
+		}
+	}
+	return l
+}
+
+// synced reports whether every upstream has a complete sync younger than fresh.
+func (c *catalogue) synced(ups []*upstream.Upstream, fresh time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(ups) == 0 {
+		return false
+	}
+	for _, u := range ups {
+		at, ok := c.syncs[u.Base]
+		if !ok || time.Since(at) > fresh {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *catalogue) markSynced(base string, at time.Time) {
+	c.mu.Lock()
+	c.syncs[base] = at
+	c.mu.Unlock()
+}
+
+// size is the number of held item versions.
+func (c *catalogue) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.items)
+}

@@ -1,0 +1,146 @@
+package proxy_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/proxy"
+	"github.com/regmirror/regmirror/upstream"
+)
+
+// mirror is a regmirror server in front of test upstreams.
+type mirror struct {
+	t       *testing.T
+	URL     string
+	srv     *proxy.Server
+	cache   *cache.Cache
+	metrics *proxy.Metrics
+	dir     string
+	cfg     *config.Config
+}
+
+type mirrorOpt func(*config.Config)
+
+// startMirror opens a store in dir (a new temp dir when ""), builds the server
+// and serves it on 127.0.0.1.
+func startMirror(t *testing.T, dir string, refpackUps, hydrillaUps []string, opts ...mirrorOpt) *mirror {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	cfg := config.Default()
+	cfg.Data = dir
+	cfg.RefPackUpstreams = refpackUps
+	cfg.HydrillaUpstreams = hydrillaUps
+	cfg.UpstreamTimeout = 10 * time.Second
+	cfg.UpstreamHeaderTimeout = 5 * time.Second
+	cfg.UpstreamConnectTimeout = 2 * time.Second
+	cfg.MemoryCacheSize = 16 << 20
+	for _, o := range opts {
+		o(&cfg)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store, err := cache.OpenDisk(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cache.New(context.Background(), store, store.TempDir(), cache.Options{
+		MemoryBytes: cfg.MemoryCacheSize, MemoryMaxItem: cfg.MemoryMaxItem, DiskBytes: cfg.DiskCacheSize, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mirror{t: t, cache: c, dir: dir, cfg: &cfg}
+	m.metrics = proxy.NewMetrics(c)
+	uopts := upstream.Options{ConnectTimeout: cfg.UpstreamConnectTimeout, HeaderTimeout: cfg.UpstreamHeaderTimeout,
+		MaxFails: cfg.MaxFails, FailTimeout: cfg.FailTimeout, UserAgent: "regmirror/test", Offline: cfg.Offline,
+		Observe: func(u *upstream.Upstream, result string, d time.Duration) {
+			m.metrics.UpstreamRequests.WithLabelValues(u.Base, result).Inc()
+		}}
+	rp, err := upstream.NewPool("refpack", refpackUps, uopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hy, err := upstream.NewPool("hydrilla", hydrillaUps, uopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.srv = proxy.New(proxy.Options{Config: &cfg, Cache: c, RefPack: rp, Hydrilla: hy, Metrics: m.metrics, Logger: log, Version: "test"})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := m.srv.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(m.srv.Handler())
+	m.URL = hs.URL
+	t.Cleanup(func() {
+		hs.Close()
+		cancel()
+		c.Close()
+	})
+	return m
+}
+
+// close stops serving early (to reopen the same data directory).
+type result struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func get(t *testing.T, url string, hdr ...string) result {
+	t.Helper()
+	return do(t, http.MethodGet, url, nil, hdr...)
+}
+
+func do(t *testing.T, method, url string, body io.Reader, hdr ...string) result {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", url, err)
+	}
+	return result{resp.StatusCode, resp.Header, b}
+}
+
+func counter(t *testing.T, m *mirror, name string, labels ...string) float64 {
+	t.Helper()
+	switch name {
+	case "stale":
+		return testutil.ToFloat64(m.metrics.StaleServed)
+	case "verify":
+		return testutil.ToFloat64(m.metrics.VerifyFailures)
+	case "coalesced":
+		return testutil.ToFloat64(m.metrics.Coalesced)
+	case "requests":
+		return testutil.ToFloat64(m.metrics.Requests.WithLabelValues(labels...))
+	}
+	t.Fatalf("unknown counter %s", name)
+	return 0
+}
+
+func mustContain(t *testing.T, s, sub string) {
+	t.Helper()
+	if !strings.Contains(s, sub) {
+		t.Fatalf("%q does not contain %q", s, sub)
+	}
+}

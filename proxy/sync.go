@@ -1,0 +1,236 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/hydrilla"
+	"github.com/regmirror/regmirror/upstream"
+)
+
+// SyncOptions narrow and pace a sync.
+type SyncOptions struct {
+	Jobs        int // objects fetched at once (default 4)
+	AllVersions bool
+	Packages    []string // RefPack ids to take (empty: all)
+	Owners      []string // RefPack owners to take (empty: all)
+	// Progress, when set, is told after every object.
+	Progress func(SyncProgress)
+}
+
+// SyncProgress is the running count of one upstream's sync.
+type SyncProgress struct {
+	API, Upstream string
+	Done, Total   int
+	What          string // the object just handled
+}
+
+// SyncResult is the summary of one upstream's sync.
+type SyncResult struct {
+	API, Upstream string
+	Started       time.Time
+	Ended         time.Time
+	Items         int // Hydrilla item versions or RefPack versions fetched now
+	Files         int // Hydrilla files or RefPack documents fetched now
+	Packages      int // RefPack packages in scope
+	Held          int // objects already held, not fetched again
+	Bytes         int64
+	Failed        []string
+	Err           error // the upstream's catalogue could not be read
+}
+
+// OK reports whether nothing failed.
+func (r *SyncResult) OK() bool { return r.Err == nil && len(r.Failed) == 0 }
+
+// SyncHydrilla mirrors every Hydrilla upstream whole: its /list_all, every item
+// version listed and every file the items name, each verified and pinned.
+func (s *Server) SyncHydrilla(ctx context.Context, o SyncOptions) []*SyncResult {
+	var out []*SyncResult
+	for _, up := range s.hydrilla.Upstreams() {
+		out = append(out, s.syncHydrillaOne(ctx, up, o))
+	}
+	s.hy.rebuild()
+	return out
+}
+
+func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o SyncOptions) *SyncResult {
+	res := &SyncResult{API: "hydrilla", Upstream: up.Base, Started: time.Now()}
+	defer func() { res.Ended = time.Now() }()
+	lt := s.hyListTarget(up)
+	lt.refresh = true
+	a, err := s.fetchWithRetry(ctx, lt)
+	if err == nil && (a.relay != nil || a.hot.Entry.Status != http.StatusOK || a.state == Stale) {
+		err = fmt.Errorf("/list_all: %s", describe(a))
+	}
+	if err != nil {
+		res.Err = fmt.Errorf("read /list_all of %s: %w", up.Base, err)
+		return res
+	}
+	body, err := s.cache.ReadAll(ctx, a.hot.Entry)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	list, err := hydrilla.ParseList(body)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	refs := list.Refs()
+	var mu sync.Mutex
+	var done atomic.Int64
+	total := len(refs)
+	progress := func(what string) {
+		d := int(done.Add(1))
+		if o.Progress != nil {
+			mu.Lock()
+			t := total
+			mu.Unlock()
+			o.Progress(SyncProgress{API: "hydrilla", Upstream: up.Base, Done: d, Total: t, What: what})
+		}
+	}
+	record := func(kind, what string, a *answer, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err != nil:
+			res.Failed = append(res.Failed, fmt.Sprintf("%s: %v", what, err))
+		case a.relay != nil || a.hot.Entry.Status != http.StatusOK || a.state == Stale:
+			res.Failed = append(res.Failed, fmt.Sprintf("%s: %s", what, describe(a)))
+		case a.state == Hit:
+			res.Held++
+		default:
+			res.Bytes += a.hot.Entry.Size
+			if kind == "item" {
+				res.Items++
+			} else {
+				res.Files++
+			}
+		}
+	}
+	files := map[string]bool{}
+	var fileList []string
+	s.parallel(ctx, o.Jobs, len(refs), func(i int) {
+		ref := refs[i]
+		t := s.hyItemTarget(ref, true)
+		t.from = up
+		a, err := s.fetchWithRetry(ctx, t)
+		record("item", ref.String(), a, err)
+		progress(ref.String())
+		if err != nil || a.hot == nil {
+			return
+		}
+		if m, ok := parseItemMeta(a.hot.Entry.Meta); ok {
+			mu.Lock()
+			for _, f := range m.Files {
+				if !files[f] {
+					files[f] = true
+					fileList = append(fileList, f)
+					total++
+				}
+			}
+			mu.Unlock()
+		}
+	})
+	s.parallel(ctx, o.Jobs, len(fileList), func(i int) {
+		t := s.hyFileTarget(fileList[i], true)
+		t.from = up
+		a, err := s.fetchWithRetry(ctx, t)
+		record("file", "file/sha256/"+fileList[i], a, err)
+		progress("file/sha256/" + fileList[i])
+	})
+	if ctx.Err() != nil {
+		res.Err = ctx.Err()
+		return res
+	}
+	if res.OK() {
+		s.markSynced(ctx, "hydrilla", up.Base, hySyncPrefix+up.Base)
+		s.hy.markSynced(up.Base, time.Now())
+	}
+	return res
+}
+
+// fetchWithRetry resolves t and pins what it holds; it backs off and retries
+// when the upstream says 429 or 503 (honouring Retry-After) or is marked down.
+func (s *Server) fetchWithRetry(ctx context.Context, t *target) (*answer, error) {
+	var a *answer
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		a, err = s.resolve(ctx, t)
+		var wait time.Duration
+		var ue *upstream.Error
+		switch {
+		case err == nil && a.relay != nil && a.relay.status == http.StatusTooManyRequests:
+			wait = upstream.ParseRetryAfter(a.relay.header.Get("Retry-After"))
+		case errors.As(err, &ue) && (ue.Status == http.StatusServiceUnavailable || ue.Status == http.StatusTooManyRequests):
+			wait = ue.RetryAfter
+		case errors.Is(err, upstream.ErrNoUpstream):
+			wait = s.cfg.FailTimeout / 4
+		default:
+			if err == nil && t.pin && a.hot != nil && !a.hot.Entry.Pinned && a.hot.Entry.Status == http.StatusOK {
+				e := *a.hot.Entry
+				e.Pinned = true
+				if h, perr := s.cache.Put(ctx, &e, nil); perr == nil {
+					a.hot = h
+				}
+			}
+			return a, err
+		}
+		if wait <= 0 {
+			wait = time.Duration(1<<attempt) * 500 * time.Millisecond
+		}
+		wait = min(wait, 30*time.Second)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	return a, err
+}
+
+func describe(a *answer) string {
+	switch {
+	case a.relay != nil:
+		return fmt.Sprintf("upstream answered %d", a.relay.status)
+	case a.state == Stale:
+		return "upstream failed (only a stale copy is held)"
+	default:
+		return fmt.Sprintf("upstream answered %d", a.hot.Entry.Status)
+	}
+}
+
+// parallel runs fn(0..n-1) on at most jobs goroutines.
+func (s *Server) parallel(ctx context.Context, jobs, n int, fn func(i int)) {
+	if jobs < 1 {
+		jobs = 4
+	}
+	sem := make(chan struct{}, jobs)
+	var wg sync.WaitGroup
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			fn(i)
+		}(i)
+	}
+	wg.Wait()
+}
+
+// markSynced records a complete sync of an upstream in the store (so /query
+// can answer from the index after a restart) and in the metrics.
+func (s *Server) markSynced(ctx context.Context, api, base, key string) {
+	now := time.Now()
+	e := &cache.Entry{Key: key, Status: http.StatusOK, Class: cache.Immutable, FetchedAt: now, Pinned: true, Upstream: base}
+	if _, err := s.cache.PutBody(ctx, e, []byte(now.UTC().Format(time.RFC3339)+"\n")); err != nil {
+		s.log.Warn("record sync", "upstream", base, "err", err)
+	}
+	s.metrics.SyncLastSuccess.WithLabelValues(api, base).Set(float64(now.Unix()))
+}
