@@ -47,11 +47,11 @@ type Cache struct {
 	log    *slog.Logger
 
 	mu       sync.Mutex
-	lastUse  map[string]int64 // key → unix nanos of last use, for LRU eviction
+	lastUse  map[string]int64  // key → unix nanos of last use, for LRU eviction
 	keys     map[string]string // key → digest of its blob
-	refs     map[string]int   // digest → number of entries naming it
-	readers  map[string]int   // digest → open readers; such blobs are not evicted
-	blobSize map[string]int64 // digest → size
+	refs     map[string]int    // digest → number of entries naming it
+	readers  map[string]int    // digest → open readers; such blobs are not evicted
+	blobSize map[string]int64  // digest → size
 	diskUsed int64
 
 	evictions atomic.Int64
