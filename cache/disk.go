@@ -47,6 +47,8 @@ func OpenDisk(dir string) (*Disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store index %s: %w", filepath.Join(dir, "index.db"), err)
 	}
+	// A lone writer should not wait long for company in a batch.
+	db.MaxBatchDelay = time.Millisecond
 	if err := db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(entriesBucket)
 		return err
@@ -117,14 +119,16 @@ func (d *Disk) PutEntry(_ context.Context, e *Entry) error {
 	if err != nil {
 		return err
 	}
-	return d.db.Update(func(tx *bolt.Tx) error {
+	// Batch lets concurrent writers (a sync with several jobs) share one
+	// commit and its fsync; each still returns only once its write is durable.
+	return d.db.Batch(func(tx *bolt.Tx) error {
 		return tx.Bucket(entriesBucket).Put([]byte(e.Key), v)
 	})
 }
 
 // DeleteEntry implements Store.
 func (d *Disk) DeleteEntry(_ context.Context, key string) error {
-	return d.db.Update(func(tx *bolt.Tx) error {
+	return d.db.Batch(func(tx *bolt.Tx) error {
 		return tx.Bucket(entriesBucket).Delete([]byte(key))
 	})
 }

@@ -229,3 +229,17 @@ func (c *catalogue) size() int {
 	defer c.mu.Unlock()
 	return len(c.items)
 }
+
+// newest returns the cache key of the newest held version of an item, or "".
+func (c *catalogue) newest(typ, id string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var best string
+	var bestV hydrilla.Version
+	for k, h := range c.items {
+		if h.meta.Type == typ && h.meta.Identifier == id && (best == "" || h.meta.Version.Compare(bestV) > 0) {
+			best, bestV = k, h.meta.Version
+		}
+	}
+	return best
+}

@@ -81,7 +81,7 @@ func (s *Server) hyItem(w http.ResponseWriter, r *http.Request, typ, rest string
 			s.serve(w, r, s.hyItemTarget(hydrilla.ItemRef{Type: typ, Identifier: id, Version: v}, false))
 			return
 		}
-		s.serve(w, r, &target{
+		t := &target{
 			api: "hydrilla", route: typ, key: "hy/latest/" + typ + "/" + id, class: cache.Mutable,
 			pool: s.hydrilla, path: "/" + typ + "/" + id + ".json",
 			verify: func(st *cache.Staged) (json.RawMessage, error) {
@@ -99,7 +99,24 @@ func (s *Server) hyItem(w http.ResponseWriter, r *http.Request, typ, rest string
 				return itemMetaOf(it), nil
 			},
 			stored: s.alsoStoreVersioned,
-		})
+		}
+		a, err := s.resolve(r.Context(), t)
+		if err != nil {
+			// Upstreams down and this answer never stored: the newest version the
+			// mirror holds is the answer it can give.
+			if key := s.hy.newest(typ, id); key != "" {
+				if hot, lerr := s.cache.Lookup(r.Context(), key); lerr == nil {
+					a, err = s.stale(hot, "upstream error; newest held version"), nil
+				}
+			}
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if err := s.respond(w, r, a); err != nil {
+			s.serve(w, r, t)
+		}
 		return
 	}
 	id, ver, ok := strings.Cut(rest, "/")

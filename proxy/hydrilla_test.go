@@ -1,0 +1,278 @@
+package proxy_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/regmirror/regmirror/hydrilla"
+	"github.com/regmirror/regmirror/hydrilla/hydrillatest"
+	"github.com/regmirror/regmirror/proxy"
+)
+
+// newRepo is a generated Hydrilla upstream served under /api_v2, as the real
+// public repository is.
+func newRepo(t *testing.T, n int, seed int64) (*hydrillatest.Repo, string) {
+	repo := hydrillatest.Generate(n, seed)
+	repo.SetPrefix("/api_v2")
+	repo.Start(t)
+	return repo, repo.BaseURL()
+}
+
+// itemRoutes lists every item version path, each <id>.json, and every file.
+func itemRoutes(repo *hydrillatest.Repo) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, ref := range repo.Refs() {
+		out = append(out, "/"+ref.String())
+		latest := "/" + ref.Type + "/" + ref.Identifier + ".json"
+		if !seen[latest] {
+			seen[latest] = true
+			out = append(out, latest)
+		}
+	}
+	for _, f := range repo.Files() {
+		out = append(out, "/file/sha256/"+f)
+	}
+	return out
+}
+
+func queryMappings(t *testing.T, body []byte) []hydrilla.QueryMapping {
+	t.Helper()
+	var qa struct {
+		Mappings []hydrilla.QueryMapping `json:"mappings"`
+	}
+	if err := json.Unmarshal(body, &qa); err != nil {
+		t.Fatalf("query answer %q: %v", body, err)
+	}
+	return qa.Mappings
+}
+
+func sameMappings(a, b []hydrilla.QueryMapping) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Identifier != b[i].Identifier || a[i].Version.Compare(b[i].Version) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func TestHydrillaRoutesEqualUpstream(t *testing.T) {
+	repo, up := newRepo(t, 20, 1)
+	m := startMirror(t, "", []string{"http://127.0.0.1:1"}, []string{up})
+	routes := append(itemRoutes(repo), "/list_all", "/source/"+firstSource(t, repo)+".json", "/source/"+firstSource(t, repo)+".zip",
+		"/resource/nonexistent.json", "/mapping/nonexistent/1", "/script?n=x", "/query?n=x")
+	for _, u := range repo.SampleURLs()[:10] {
+		routes = append(routes, "/query?url="+url.QueryEscape(u))
+	}
+	var cacheable []string
+	for _, r := range routes {
+		want := get(t, up+r)
+		got := get(t, m.URL+r)
+		if got.Status != want.Status || !bytes.Equal(got.Body, want.Body) {
+			t.Errorf("%s: mirror %d %.100q, upstream %d %.100q", r, got.Status, got.Body, want.Status, want.Body)
+		}
+		// Errors other than not-found are relayed, never stored.
+		if want.Status == 200 || want.Status == 404 {
+			cacheable = append(cacheable, r)
+		}
+	}
+	before := len(repo.Requests())
+	for _, r := range cacheable {
+		if got := get(t, m.URL+r); got.Header.Get("X-Cache") != "HIT" {
+			t.Errorf("second %s: X-Cache %q", r, got.Header.Get("X-Cache"))
+		}
+	}
+	if n := len(repo.Requests()) - before; n != 0 {
+		t.Errorf("warm run made %d upstream requests", n)
+	}
+}
+
+func firstSource(t *testing.T, repo *hydrillatest.Repo) string {
+	for _, ref := range repo.Refs() {
+		body, _ := repo.Item(ref)
+		var it struct {
+			Source string `json:"source_name"`
+		}
+		json.Unmarshal(body, &it)
+		if it.Source != "" {
+			return it.Source
+		}
+	}
+	t.Fatal("no source")
+	return ""
+}
+
+func TestHydrillaFileVerifiedAgainstItsName(t *testing.T) {
+	repo, up := newRepo(t, 3, 2)
+	m := startMirror(t, "", nil, []string{up})
+	sha := repo.Files()[0]
+	repo.CorruptFile(sha)
+	for i := 0; i < 2; i++ {
+		r := get(t, m.URL+"/file/sha256/"+sha)
+		if r.Status != http.StatusBadGateway {
+			t.Fatalf("corrupt file: %d", r.Status)
+		}
+	}
+	if n := repo.Count("/file/sha256/" + sha); n != 2 {
+		t.Errorf("upstream asked %d times, want 2 (nothing stored)", n)
+	}
+	if v := counter(t, m, "verify"); v != 2 {
+		t.Errorf("verify failures = %v", v)
+	}
+	repo.CorruptFile(sha, false)
+	if r := get(t, m.URL+"/file/sha256/"+sha); r.Status != 200 {
+		t.Fatalf("good file: %d", r.Status)
+	}
+	for _, bad := range []string{"ABC", strings.Repeat("g", 64), strings.ToUpper(sha), sha[:63], sha + "0", "..%2F..%2Fetc%2Fpasswd"} {
+		if r := get(t, m.URL+"/file/sha256/"+bad); r.Status != 400 {
+			t.Errorf("hash %q: %d", bad, r.Status)
+		}
+	}
+}
+
+func TestHydrillaItemIdentityChecked(t *testing.T) {
+	repo, up := newRepo(t, 3, 3)
+	m := startMirror(t, "", nil, []string{up})
+	ref := repo.Refs()[0]
+	other, _ := repo.Item(repo.Refs()[1])
+	repo.AddRawItem(ref.Type, ref.Identifier, ref.Version, "x", other)
+	for i := 0; i < 2; i++ {
+		if r := get(t, m.URL+"/"+ref.String()); r.Status != http.StatusBadGateway {
+			t.Fatalf("mismatched item: %d %s", r.Status, r.Body)
+		}
+	}
+}
+
+func TestHydrillaSyncThenUpstreamGone(t *testing.T) {
+	repo, up := newRepo(t, 30, 4)
+	m := startMirror(t, "", nil, []string{up})
+	routes := append(itemRoutes(repo), "/list_all")
+	want := map[string][]byte{}
+	for _, r := range routes {
+		want[r] = get(t, up+r).Body
+	}
+	queries := map[string][]hydrilla.QueryMapping{}
+	for _, u := range repo.SampleURLs() {
+		queries[u] = queryMappings(t, get(t, up+"/query?url="+url.QueryEscape(u)).Body)
+	}
+	res := m.srv.SyncHydrilla(t.Context(), proxy.SyncOptions{Jobs: 4})
+	if len(res) != 1 || !res[0].OK() || res[0].Items != len(repo.Refs()) || res[0].Files != len(repo.Files()) {
+		t.Fatalf("sync: %+v (refs %d files %d)", res[0], len(repo.Refs()), len(repo.Files()))
+	}
+	repo.Reset()
+	again := m.srv.SyncHydrilla(t.Context(), proxy.SyncOptions{Jobs: 4})
+	if again[0].Items != 0 || again[0].Files != 0 || !again[0].OK() {
+		t.Fatalf("second sync fetched again: %+v", again[0])
+	}
+	if n := len(repo.Requests()); n != 1 {
+		t.Errorf("second sync made %d upstream requests, want 1 (/list_all): %v", n, repo.Requests())
+	}
+	repo.SetFail(http.StatusServiceUnavailable)
+	for _, r := range routes {
+		got := get(t, m.URL+r)
+		if r == "/list_all" {
+			if got.Status != 200 || !sameLists(t, got.Body, want[r]) {
+				t.Errorf("/list_all with upstream down: %d %.200s", got.Status, got.Body)
+			}
+			continue
+		}
+		if got.Status != 200 || !bytes.Equal(got.Body, want[r]) {
+			t.Errorf("%s with upstream down: %d", r, got.Status)
+		}
+	}
+	for u, wantM := range queries {
+		got := get(t, m.URL+"/query?url="+url.QueryEscape(u))
+		if got.Status != 200 || !sameMappings(queryMappings(t, got.Body), wantM) {
+			t.Errorf("query %s: %d %s, want %v", u, got.Status, got.Body, wantM)
+		}
+	}
+}
+
+// sameLists compares two /list_all documents by their item versions.
+func sameLists(t *testing.T, a, b []byte) bool {
+	la, err := hydrilla.ParseList(a)
+	if err != nil {
+		t.Fatalf("list %q: %v", a, err)
+	}
+	lb, err := hydrilla.ParseList(b)
+	if err != nil {
+		t.Fatalf("list %q: %v", b, err)
+	}
+	keys := func(l *hydrilla.List) string {
+		var ks []string
+		for _, r := range l.Refs() {
+			ks = append(ks, r.String())
+		}
+		sort.Strings(ks)
+		return strings.Join(ks, " ")
+	}
+	return keys(la) == keys(lb)
+}
+
+func TestHydrillaSeveralUpstreamsMerge(t *testing.T) {
+	a, upA := newRepo(t, 5, 5)
+	b, upB := newRepo(t, 5, 6)
+	m := startMirror(t, "", nil, []string{upA, upB})
+	got := get(t, m.URL+"/list_all")
+	l, err := hydrilla.ParseList(got.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(l.Refs()); n != len(mergeRefs(a, b)) {
+		t.Errorf("merged list has %d item versions, want %d", n, len(mergeRefs(a, b)))
+	}
+	for _, u := range append(a.SampleURLs()[:3], b.SampleURLs()[:3]...) {
+		wa, _ := a.Query(u)
+		wb, _ := b.Query(u)
+		want := wa
+		for _, x := range wb {
+			dup := false
+			for _, y := range wa {
+				dup = dup || y.Identifier == x.Identifier
+			}
+			if !dup {
+				want = append(want, x)
+			}
+		}
+		got := queryMappings(t, get(t, m.URL+"/query?url="+url.QueryEscape(u)).Body)
+		if !sameMappings(got, want) {
+			t.Errorf("query %s: %v, want %v", u, got, want)
+		}
+	}
+}
+
+func mergeRefs(repos ...*hydrillatest.Repo) map[string]bool {
+	out := map[string]bool{}
+	for _, r := range repos {
+		for _, ref := range r.Refs() {
+			out[ref.String()] = true
+		}
+	}
+	return out
+}
+
+func TestHydrillaBadInput(t *testing.T) {
+	repo, up := newRepo(t, 2, 7)
+	m := startMirror(t, "", nil, []string{up})
+	for _, p := range []string{
+		"/resource/UPPER.json", "/resource/a%2F..%2Fb.json", "/mapping/x/1.a", "/mapping/x/-1", "/mapping/x/1/2",
+		"/mapping/..%2F..%2Fetc/1", "/query", "/query?url=not%20a%20url", "/query?url=https://a.example:0/",
+		"/source/..%2Fx.zip", "/content/..%2F..%2Fetc%2Fpasswd", "/content/a%5Cb",
+		"/query?url=https://" + strings.Repeat("a", 5000) + ".example/",
+	} {
+		if r := get(t, m.URL+p); r.Status < 400 || r.Status >= 500 {
+			t.Errorf("%s: %d %s", p, r.Status, r.Body)
+		}
+	}
+	if n := len(repo.Requests()); n != 0 {
+		t.Errorf("bad input reached the upstream: %v", repo.Requests())
+	}
+}
