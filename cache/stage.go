@@ -63,6 +63,9 @@ func Stage(dir string, r io.Reader, maxSize int64, want string) (s *Staged, err 
 // ReadAt reads the staged bytes, e.g. to open them as a zip.
 func (s *Staged) ReadAt(p []byte, off int64) (int, error) { return s.file.ReadAt(p, off) }
 
+// Len is the staged body's size.
+func (s *Staged) Len() int64 { return s.Size }
+
 // Path is the temporary file's path.
 func (s *Staged) Path() string { return s.file.Name() }
 

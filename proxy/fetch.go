@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,7 +28,7 @@ type target struct {
 	want string
 	// verify checks a staged body before it is committed; an error is a 502.
 	// What it returns is kept as the entry's Meta.
-	verify func(st *cache.Staged) (json.RawMessage, error)
+	verify func(st body) (json.RawMessage, error)
 	// from, when set, is the one upstream to ask (answers merged per upstream).
 	from *upstream.Upstream
 	// stored is told of every entry the fill stores.
@@ -65,6 +68,28 @@ type relayed struct {
 	body   []byte
 }
 
+// body is an upstream answer's bytes held for verification: a staged file, or
+// memory when the store cannot be written.
+type body interface {
+	io.ReaderAt
+	Reader() io.Reader
+	Len() int64
+}
+
+// memBody is a body held in memory.
+type memBody []byte
+
+func (m memBody) ReadAt(p []byte, off int64) (int, error) { return bytes.NewReader(m).ReadAt(p, off) }
+func (m memBody) Reader() io.Reader                       { return bytes.NewReader(m) }
+func (m memBody) Len() int64                              { return int64(len(m)) }
+
+// storeError is a failure to write the store (disk full, permission denied):
+// the client is still answered from the upstream, and nothing is stored.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return "store write: " + e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
 // verifyError is a body refused by verification: a 502, counted.
 type verifyError struct{ err error }
 
@@ -72,6 +97,51 @@ func (e *verifyError) Error() string { return "verification failed: " + e.err.Er
 func (e *verifyError) Unwrap() error { return e.err }
 
 var defaultKeep = []string{"Content-Type"}
+
+// maxUnstoredBody bounds what is held in memory to answer a client when the
+// store cannot be written.
+const maxUnstoredBody = 64 << 20
+
+// fetchUnstored fetches t into memory, verifies it and returns it as a relayed
+// answer: the path taken when the store cannot be written.
+func (s *Server) fetchUnstored(ctx context.Context, t *target) (*answer, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.UpstreamTimeout)
+	defer cancel()
+	resp, err := t.pool.Get(ctx, t.path, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, &upstream.Error{Upstream: resp.Upstream.Base, Status: resp.StatusCode, Err: fmt.Errorf("answered %d", resp.StatusCode)}
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxUnstoredBody+1))
+	if err != nil {
+		return nil, &upstream.Error{Upstream: resp.Upstream.Base, Err: err}
+	}
+	if len(b) > maxUnstoredBody {
+		return nil, &upstream.Error{Upstream: resp.Upstream.Base, Err: errors.New("body too large to answer without the store")}
+	}
+	if t.want != "" {
+		sum := sha256.Sum256(b)
+		if hex.EncodeToString(sum[:]) != t.want {
+			s.verifyFailed(t, resp.Upstream, cache.ErrDigestMismatch)
+			return nil, &verifyError{cache.ErrDigestMismatch}
+		}
+	}
+	if t.verify != nil {
+		if _, err := t.verify(memBody(b)); err != nil {
+			s.verifyFailed(t, resp.Upstream, err)
+			return nil, &verifyError{err}
+		}
+	}
+	h := keepHeaders(resp.Header, t.keep)
+	if t.fixHeader != nil {
+		t.fixHeader(h)
+	}
+	return &answer{state: Bypass, status: `fwd=uri-miss; detail="not stored: write error"`,
+		relay: &relayed{status: http.StatusOK, header: h, body: b}}, nil
+}
 
 // resolve answers t from the cache, or with one coalesced upstream fetch, or
 // with a stale copy when the upstreams fail.
@@ -108,6 +178,10 @@ func (s *Server) resolve(ctx context.Context, t *target) (*answer, error) {
 	}
 	if res.shared && !leader {
 		s.metrics.Coalesced.Inc()
+	}
+	var se *storeError
+	if errors.As(res.err, &se) {
+		return s.fetchUnstored(ctx, t)
 	}
 	if res.err != nil {
 		if hot != nil && s.staleAllowed(hot.Entry, now) && !isVerify(res.err) {
@@ -215,7 +289,8 @@ func (s *Server) fill(ctx context.Context, t *target, old *cache.Hot) (*answer, 
 			return nil, &upstream.Error{Upstream: resp.Upstream.Base, Timeout: errors.Is(ctx.Err(), context.DeadlineExceeded), Err: err}
 		default:
 			s.metrics.StoreErrors.WithLabelValues("write").Inc()
-			return nil, fmt.Errorf("stage %s: %w", t.key, err)
+			s.log.Error("store write failed; answering from the upstream without storing", "key", t.key, "err", err)
+			return nil, &storeError{err}
 		}
 	}
 	defer st.Discard()
@@ -243,8 +318,14 @@ func (s *Server) fill(ctx context.Context, t *target, old *cache.Hot) (*answer, 
 	hot, err := s.cache.Put(ctx, e, st)
 	if err != nil {
 		s.metrics.StoreErrors.WithLabelValues("write").Inc()
-		s.log.Error("store write", "key", t.key, "err", err)
-		return nil, fmt.Errorf("store %s: %w", t.key, err)
+		s.log.Error("store write failed; answering from the upstream without storing", "key", t.key, "err", err)
+		if st.Size <= maxUnstoredBody {
+			if b, rerr := io.ReadAll(st.Reader()); rerr == nil {
+				return &answer{state: Bypass, status: `fwd=uri-miss; detail="not stored: write error"`,
+					relay: &relayed{status: http.StatusOK, header: h, body: b}}, nil
+			}
+		}
+		return nil, &storeError{err}
 	}
 	if t.stored != nil {
 		t.stored(e)

@@ -84,7 +84,7 @@ func (s *Server) hyItem(w http.ResponseWriter, r *http.Request, typ, rest string
 		t := &target{
 			api: "hydrilla", route: typ, key: "hy/latest/" + typ + "/" + id, class: cache.Mutable,
 			pool: s.hydrilla, path: "/" + typ + "/" + id + ".json",
-			verify: func(st *cache.Staged) (json.RawMessage, error) {
+			verify: func(st body) (json.RawMessage, error) {
 				body, err := readStaged(st)
 				if err != nil {
 					return nil, err
@@ -139,7 +139,7 @@ func (s *Server) hyItemTarget(ref hydrilla.ItemRef, pin bool) *target {
 	return &target{
 		api: "hydrilla", route: ref.Type, key: hyItemKey(ref), class: cache.Immutable,
 		pool: s.hydrilla, path: "/" + ref.String(), pin: pin,
-		verify: func(st *cache.Staged) (json.RawMessage, error) {
+		verify: func(st body) (json.RawMessage, error) {
 			body, err := readStaged(st)
 			if err != nil {
 				return nil, err
@@ -154,9 +154,9 @@ func (s *Server) hyItemTarget(ref hydrilla.ItemRef, pin bool) *target {
 	}
 }
 
-func readStaged(st *cache.Staged) ([]byte, error) {
-	if st.Size > maxItemBytes {
-		return nil, fmt.Errorf("item JSON of %d bytes is larger than %d", st.Size, maxItemBytes)
+func readStaged(st body) ([]byte, error) {
+	if st.Len() > maxItemBytes {
+		return nil, fmt.Errorf("item JSON of %d bytes is larger than %d", st.Len(), maxItemBytes)
 	}
 	return io.ReadAll(st.Reader())
 }
@@ -416,12 +416,12 @@ func (s *Server) hyListTarget(up *upstream.Upstream) *target {
 	return &target{
 		api: "hydrilla", route: "list_all", key: "hy/list_all/" + up.Base, class: cache.Mutable,
 		pool: s.hydrilla, from: up, path: "/list_all",
-		verify: func(st *cache.Staged) (json.RawMessage, error) {
-			body, err := io.ReadAll(st.Reader())
+		verify: func(st body) (json.RawMessage, error) {
+			b, err := io.ReadAll(st.Reader())
 			if err != nil {
 				return nil, err
 			}
-			_, err = hydrilla.ParseList(body)
+			_, err = hydrilla.ParseList(b)
 			return nil, err
 		},
 	}
@@ -430,7 +430,9 @@ func (s *Server) hyListTarget(up *upstream.Upstream) *target {
 // writeJSON writes a JSON document the mirror made itself.
 func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, state State, status string, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", "application/json")
+	}
 	setCacheHeaders(h, &answer{state: state, status: status})
 	h.Set("Content-Length", fmt.Sprint(len(body)))
 	w.WriteHeader(http.StatusOK)

@@ -157,8 +157,8 @@ func (s *Server) rpZipTarget(id, version string, pin bool) *target {
 		api: "refpack", route: "download", key: rpZipKey(id, version), class: cache.Immutable,
 		pool: s.refpack, path: rpUpstreamPath(id, "", versionQuery(version)), pin: pin,
 		keep: []string{"Content-Type", "Content-Disposition"},
-		verify: func(st *cache.Staged) (json.RawMessage, error) {
-			m, err := refpack.ValidateZip(st, st.Size, s.limits)
+		verify: func(st body) (json.RawMessage, error) {
+			m, err := refpack.ValidateZip(st, st.Len(), s.limits)
 			if err != nil {
 				return nil, err
 			}
@@ -182,7 +182,7 @@ func (s *Server) rpMetaTarget(id, version string, pin bool) *target {
 	return &target{
 		api: "refpack", route: "meta", key: rpMetaKey(id, version), class: cache.Immutable,
 		pool: s.refpack, path: rpUpstreamPath(id, refpack.SubMeta, versionQuery(version)), pin: pin,
-		verify: func(st *cache.Staged) (json.RawMessage, error) {
+		verify: func(st body) (json.RawMessage, error) {
 			var m map[string]any
 			if err := json.NewDecoder(st.Reader()).Decode(&m); err != nil {
 				return nil, fmt.Errorf("meta is not a JSON object: %w", err)
@@ -307,5 +307,16 @@ func (s *Server) rpList(w http.ResponseWriter, r *http.Request, advanced bool) {
 	if r.URL.RawQuery != "" {
 		p += "?" + r.URL.RawQuery
 	}
-	s.serve(w, r, &target{api: "refpack", route: route, key: rpListKey(advanced, q), class: cache.Mutable, pool: s.refpack, path: p})
+	t := &target{api: "refpack", route: route, key: rpListKey(advanced, q), class: cache.Mutable, pool: s.refpack, path: p}
+	a, err := s.resolve(r.Context(), t)
+	if err != nil {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			return
+		}
+		s.rpListLocal(w, r, advanced, q, err)
+		return
+	}
+	if err := s.respond(w, r, a); err != nil {
+		s.serve(w, r, t)
+	}
 }
