@@ -143,7 +143,7 @@ func (s *Server) rpLocalList(ctx context.Context, lq refpack.ListQuery) ([]byte,
 func (s *Server) rpListLocal(w http.ResponseWriter, r *http.Request, advanced bool, q url.Values, err error) {
 	lq, qerr := refpack.ParseListQuery(q, advanced)
 	if qerr != nil {
-		writeError(w, http.StatusBadRequest, "Invalid query", qerr.Error())
+		writeError(w, http.StatusBadRequest, "Invalid request", strings.TrimPrefix(qerr.Error(), refpack.ErrBadQuery.Error()+": "))
 		return
 	}
 	body, lerr := s.rpLocalList(r.Context(), lq)

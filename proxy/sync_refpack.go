@@ -1,18 +1,215 @@
 package proxy
 
-import "context"
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
-// SyncRefPack mirrors the RefPack upstreams ahead of time.
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/refpack"
+	"github.com/regmirror/regmirror/upstream"
+)
+
+// SyncRefPack mirrors every RefPack upstream ahead of time: its whole catalogue
+// (/packages?includeArchived=true, every page, kept so lists and searches can be
+// answered offline), each package's /versions, and for every package in scope
+// its latest version's zip and /meta (every version with AllVersions). Zips are
+// verified exactly as on the read path; what is held is not fetched again; all
+// of it is pinned.
 func (s *Server) SyncRefPack(ctx context.Context, o SyncOptions) []*SyncResult {
 	var out []*SyncResult
 	for _, up := range s.refpack.Upstreams() {
-		out = append(out, &SyncResult{API: "refpack", Upstream: up.Base, Err: errNotYet})
+		out = append(out, s.syncRefPackOne(ctx, up, o))
 	}
 	return out
 }
 
-var errNotYet = errorString("RefPack sync is not implemented yet")
+func (s *Server) syncRefPackOne(ctx context.Context, up *upstream.Upstream, o SyncOptions) *SyncResult {
+	res := &SyncResult{API: "refpack", Upstream: up.Base, Started: time.Now()}
+	defer func() { res.Ended = time.Now() }()
+	ids, err := s.rpCatalogue(ctx, up)
+	if err != nil {
+		res.Err = fmt.Errorf("read the catalogue of %s: %w", up.Base, err)
+		return res
+	}
+	ids = filterPackages(ids, o.Packages, o.Owners)
+	res.Packages = len(ids)
 
-type errorString string
+	var mu sync.Mutex
+	var done atomic.Int64
+	total := len(ids)
+	note := func(what string, a *answer, err error, doc bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err != nil:
+			res.Failed = append(res.Failed, fmt.Sprintf("%s: %v", what, err))
+		case a.relay != nil || a.hot.Entry.Status != http.StatusOK || a.state == Stale:
+			res.Failed = append(res.Failed, fmt.Sprintf("%s: %s", what, describe(a)))
+		case a.state == Hit:
+			res.Held++
+		default:
+			res.Bytes += a.hot.Entry.Size
+			if doc {
+				res.Files++
+			} else {
+				res.Items++
+			}
+		}
+	}
+	progress := func(what string, more int) {
+		mu.Lock()
+		total += more
+		t := total
+		mu.Unlock()
+		if o.Progress != nil {
+			o.Progress(SyncProgress{API: "refpack", Upstream: up.Base, Done: int(done.Add(1)), Total: t, What: what})
+		}
+	}
+	type job struct{ id, version string }
+	var jobs []job
+	s.parallel(ctx, o.Jobs, len(ids), func(i int) {
+		id := ids[i]
+		vt := &target{api: "refpack", route: "versions", key: rpVersionsKey(id), class: cache.Mutable,
+			pool: s.refpack, from: up, path: rpPath(id, refpack.SubVersions), refresh: true, pin: true}
+		a, err := s.fetchWithRetry(ctx, vt)
+		if err != nil || a.relay != nil || a.hot.Entry.Status != http.StatusOK {
+			note(id+"/versions", a, err, true)
+			progress(id+"/versions", 0)
+			return
+		}
+		body, err := s.cache.ReadAll(ctx, a.hot.Entry)
+		var vs struct {
+			Versions []refpack.VersionInfo `json:"versions"`
+		}
+		if err == nil {
+			err = json.Unmarshal(body, &vs)
+		}
+		if err != nil {
+			note(id+"/versions", nil, err, true)
+			progress(id+"/versions", 0)
+			return
+		}
+		var want []string
+		if o.AllVersions {
+			for _, v := range vs.Versions {
+				want = append(want, v.Version)
+			}
+		} else if v, ok := latestIncludingArchived(vs.Versions); ok {
+			want = append(want, v)
+		}
+		mu.Lock()
+		for _, v := range want {
+			jobs = append(jobs, job{id, v})
+		}
+		mu.Unlock()
+		progress(id+"/versions", len(want))
+	})
+	s.parallel(ctx, o.Jobs, len(jobs), func(i int) {
+		j := jobs[i]
+		zt := s.rpZipTarget(j.id, j.version, true)
+		zt.from = up
+		a, err := s.fetchWithRetry(ctx, zt)
+		note(j.id+"@"+j.version, a, err, false)
+		mt := s.rpMetaTarget(j.id, j.version, true)
+		mt.from = up
+		a, err = s.fetchWithRetry(ctx, mt)
+		note(j.id+"@"+j.version+"/meta", a, err, true)
+		progress(j.id+"@"+j.version, 0)
+	})
+	if ctx.Err() != nil {
+		res.Err = ctx.Err()
+		return res
+	}
+	if res.OK() {
+		s.markSynced(ctx, "refpack", up.Base, "rp/sync/"+up.Base)
+	}
+	return res
+}
 
-func (e errorString) Error() string { return string(e) }
+// latestIncludingArchived is the latest version by refpack.md's rule, or, when
+// every version is archived, the highest one (which the registry still lists).
+func latestIncludingArchived(vs []refpack.VersionInfo) (string, bool) {
+	if v, ok := refpack.Latest(vs); ok {
+		return v, true
+	}
+	all := make([]refpack.VersionInfo, len(vs))
+	for i, v := range vs {
+		all[i] = refpack.VersionInfo{Version: v.Version, CreatedAt: v.CreatedAt}
+	}
+	return refpack.Latest(all)
+}
+
+// rpCatalogue walks /packages?includeArchived=true page by page from one
+// upstream, storing (and pinning) each page, and returns every package id.
+func (s *Server) rpCatalogue(ctx context.Context, up *upstream.Upstream) ([]string, error) {
+	var ids []string
+	seen := map[string]bool{}
+	for page := 1; ; page++ {
+		q := url.Values{"includeArchived": {"true"}, "page": {fmt.Sprint(page)}, "pageSize": {fmt.Sprint(refpack.MaxPageSize)}}
+		t := &target{api: "refpack", route: "list", key: rpListKey(false, q), class: cache.Mutable, pool: s.refpack,
+			from: up, path: "/packages?" + q.Encode(), refresh: true, pin: true}
+		a, err := s.fetchWithRetry(ctx, t)
+		if err == nil && (a.relay != nil || a.hot.Entry.Status != http.StatusOK || a.state == Stale) {
+			err = fmt.Errorf("page %d: %s", page, describe(a))
+		}
+		if err != nil {
+			return nil, err
+		}
+		body, err := s.cache.ReadAll(ctx, a.hot.Entry)
+		if err != nil {
+			return nil, err
+		}
+		var lp struct {
+			Items []struct {
+				ID string `json:"id"`
+			} `json:"items"`
+			TotalPages int `json:"totalPages"`
+		}
+		if err := json.Unmarshal(body, &lp); err != nil {
+			return nil, fmt.Errorf("page %d: %w", page, err)
+		}
+		for _, it := range lp.Items {
+			if refpack.ValidID(it.ID) && !seen[it.ID] {
+				seen[it.ID] = true
+				ids = append(ids, it.ID)
+			}
+		}
+		if page >= lp.TotalPages || len(lp.Items) == 0 || page >= 100000 {
+			return ids, nil
+		}
+	}
+}
+
+// filterPackages keeps the ids named by packages (either id form) or owned by
+// owners; with neither, all.
+func filterPackages(ids, packages, owners []string) []string {
+	if len(packages) == 0 && len(owners) == 0 {
+		return ids
+	}
+	want := map[string]bool{}
+	for _, p := range packages {
+		if u, err := url.PathUnescape(p); err == nil {
+			p = u
+		}
+		want[p] = true
+	}
+	own := map[string]bool{}
+	for _, o := range owners {
+		own[o] = true
+	}
+	var out []string
+	for _, id := range ids {
+		owner, _, two := strings.Cut(id, "/")
+		if want[id] || (two && own[owner]) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
