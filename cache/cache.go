@@ -191,8 +191,13 @@ func (c *Cache) Stage(r io.Reader, maxSize int64, want string) (*Staged, error) 
 // Put commits s (when not nil) and records e, then evicts if the disk limit is
 // passed. e.Digest and e.Size are taken from s.
 func (c *Cache) Put(ctx context.Context, e *Entry, s *Staged) (*Hot, error) {
+	var body []byte
 	if s != nil {
 		e.Digest, e.Size = s.Digest, s.Size
+		if c.mem != nil && s.Size <= c.opts.MemoryMaxItem {
+			// Keep the bytes for the memory tier before the staged file is moved.
+			body, _ = io.ReadAll(s.Reader())
+		}
 		if err := c.store.Commit(ctx, s); err != nil {
 			return nil, err
 		}
@@ -208,7 +213,7 @@ func (c *Cache) Put(ctx context.Context, e *Entry, s *Staged) (*Hot, error) {
 	c.account(e)
 	c.lastUse[e.Key] = time.Now().UnixNano()
 	c.mu.Unlock()
-	h := &Hot{Entry: e}
+	h := &Hot{Entry: e, Body: body}
 	if c.mem != nil && e.Size <= c.opts.MemoryMaxItem && s == nil {
 		// A refreshed entry keeps its body; read it back for the memory tier.
 		if body, err := c.ReadAll(ctx, e); err == nil {

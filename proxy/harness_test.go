@@ -20,7 +20,7 @@ import (
 
 // mirror is a regmirror server in front of test upstreams.
 type mirror struct {
-	t       *testing.T
+	t       testing.TB
 	URL     string
 	srv     *proxy.Server
 	cache   *cache.Cache
@@ -34,6 +34,15 @@ type mirrorOpt func(*config.Config)
 // startMirror opens a store in dir (a new temp dir when ""), builds the server
 // and serves it on 127.0.0.1.
 func startMirror(t *testing.T, dir string, refpackUps, hydrillaUps []string, opts ...mirrorOpt) *mirror {
+	return startMirrorTB(t, dir, refpackUps, hydrillaUps, opts...)
+}
+
+// startMirrorB is startMirror for benchmarks.
+func startMirrorB(b *testing.B, refpackUps []string, opts ...mirrorOpt) *mirror {
+	return startMirrorTB(b, "", refpackUps, nil, opts...)
+}
+
+func startMirrorTB(t testing.TB, dir string, refpackUps, hydrillaUps []string, opts ...mirrorOpt) *mirror {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()

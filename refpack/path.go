@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 )
 
@@ -39,8 +38,21 @@ type Route struct {
 	Sub string
 }
 
-// segmentRE is the packer's own id pattern, applied to each id segment.
-var segmentRE = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?$`)
+// validSegment is the packer's own id pattern,
+// ^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?$, written as a loop because it runs
+// on every request (a regexp costs a tenth of a cached hit).
+func validSegment(s string) bool {
+	if s == "" || s[0] == '-' || s[0] == '_' || s[len(s)-1] == '-' || s[len(s)-1] == '_' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
 
 // maxIDLen bounds the work done on hostile paths; real ids are far shorter.
 const maxIDLen = 512
@@ -53,9 +65,9 @@ func ValidID(id string) bool {
 	}
 	owner, name, two := strings.Cut(id, "/")
 	if !two {
-		return segmentRE.MatchString(id)
+		return validSegment(id)
 	}
-	return segmentRE.MatchString(owner) && segmentRE.MatchString(name)
+	return validSegment(owner) && validSegment(name)
 }
 
 // ParsePackagePath parses r.URL.EscapedPath() of a request under /packages/.
