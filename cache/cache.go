@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +56,8 @@ type Cache struct {
 	diskUsed int64
 
 	evictions atomic.Int64
+	loaded    chan struct{}   // closed when the start-up accounting is done
+	deleted   map[string]bool // keys deleted while it runs; nil after
 }
 
 // New opens the cache over store. tmpDir is where bodies are staged; it must be
@@ -91,16 +94,86 @@ func New(ctx context.Context, store Store, tmpDir string, opts Options) (*Cache,
 		}
 		c.mem = mem
 	}
-	err := store.Entries(ctx, func(e *Entry) error {
+	// Size accounting reads every entry; it runs in the background so a start
+	// with a large index is ready at once. Eviction waits for it.
+	c.loaded = make(chan struct{})
+	c.deleted = map[string]bool{}
+	go c.loadAccounting(context.WithoutCancel(ctx))
+	return c, nil
+}
+
+func (c *Cache) loadAccounting(ctx context.Context) {
+	defer close(c.loaded)
+	err := c.accountingWalk(ctx, func(e *Entry) error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		// A key written or deleted since the walk began is already right.
+		if _, ok := c.keys[e.Key]; ok || c.deleted[e.Key] {
+			return nil
+		}
 		c.account(e)
 		c.lastUse[e.Key] = e.FetchedAt.UnixNano()
 		return nil
 	})
+	c.mu.Lock()
+	c.deleted = nil
+	c.mu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("load index: %w", err)
+		c.log.Error("load index for size accounting", "err", err)
 	}
-	return c, nil
+	c.evict(ctx)
 }
+
+// accountingWalk reads only what size accounting needs of each entry when the
+// store can hand over raw records, which is most of the cost of a large index.
+func (c *Cache) accountingWalk(ctx context.Context, fn func(*Entry) error) error {
+	rw, ok := c.store.(RawPrefixWalker)
+	if !ok {
+		return c.store.Entries(ctx, fn)
+	}
+	return rw.RawEntriesWithPrefix(ctx, "", func(_, rec []byte) error {
+		var e struct {
+			Key       string    `json:"key"`
+			Digest    string    `json:"digest"`
+			Size      int64     `json:"size"`
+			FetchedAt time.Time `json:"fetchedAt"`
+		}
+		if err := json.Unmarshal(rec, &e); err != nil {
+			return err
+		}
+		return fn(&Entry{Key: e.Key, Digest: e.Digest, Size: e.Size, FetchedAt: e.FetchedAt})
+	})
+}
+
+// RemoveUnnamedBlobs deletes blobs no entry names: what a process killed
+// between committing a blob and recording its entry leaves behind. Only for a
+// store this process has to itself (the disk store holds the index lock); a
+// shared bucket's other replicas may be between those two steps.
+func (c *Cache) RemoveUnnamedBlobs(ctx context.Context) (int, error) {
+	named := map[string]bool{}
+	if err := c.store.Entries(ctx, func(e *Entry) error { named[e.Digest] = true; return nil }); err != nil {
+		return 0, err
+	}
+	var orphans []string
+	if err := c.store.Blobs(ctx, func(d string, _ int64) error {
+		if !named[d] {
+			orphans = append(orphans, d)
+		}
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	for i, d := range orphans {
+		if err := c.store.DeleteBlob(ctx, d); err != nil {
+			return i, err
+		}
+		c.log.Info("removed a blob no entry names (left by an interrupted write)", "digest", d)
+	}
+	return len(orphans), nil
+}
+
+// WaitLoaded blocks until the start-up size accounting has read the index.
+func (c *Cache) WaitLoaded() { <-c.loaded }
 
 // account records e's blob in the size bookkeeping; c.mu must be held or the
 // cache not yet shared.
@@ -294,6 +367,9 @@ func (c *Cache) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	c.mu.Lock()
+	if c.deleted != nil {
+		c.deleted[key] = true
+	}
 	orphan := c.unaccount(key)
 	busy := c.readers[orphan] > 0
 	c.mu.Unlock()
@@ -327,6 +403,11 @@ func (c *Cache) DeletePrefix(ctx context.Context, prefix string) error {
 func (c *Cache) evict(ctx context.Context) {
 	if c.opts.DiskBytes <= 0 {
 		return
+	}
+	select {
+	case <-c.loaded:
+	default:
+		return // sizes are not known yet; loadAccounting evicts when done
 	}
 	c.mu.Lock()
 	if c.diskUsed <= c.opts.DiskBytes {
@@ -392,6 +473,7 @@ func (c *Cache) Stats() Stats {
 
 // Close closes the memory tier and the store.
 func (c *Cache) Close() error {
+	<-c.loaded
 	if c.mem != nil {
 		c.mem.Close()
 	}

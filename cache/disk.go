@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -40,12 +41,18 @@ func OpenDisk(dir string) (*Disk, error) {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 	}
-	if err := clearDir(filepath.Join(dir, "tmp")); err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
+	// The index lock comes first: temporary files are only ours to remove once
+	// no other regmirror process uses this directory.
 	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o640, &bolt.Options{Timeout: 2 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open store index %s: locked: is another regmirror using %s?", filepath.Join(dir, "index.db"), dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open store index %s: %w", filepath.Join(dir, "index.db"), err)
+	}
+	if err := clearDir(filepath.Join(dir, "tmp")); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store: %w", err)
 	}
 	// A lone writer should not wait long for company in a batch.
 	db.MaxBatchDelay = time.Millisecond
@@ -126,6 +133,24 @@ func (d *Disk) PutEntry(_ context.Context, e *Entry) error {
 	})
 }
 
+// PutEntries records many entries in one transaction (one fsync): bulk
+// imports and tests that need a large index fast.
+func (d *Disk) PutEntries(_ context.Context, es []*Entry) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(entriesBucket)
+		for _, e := range es {
+			v, err := json.Marshal(e)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(e.Key), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // DeleteEntry implements Store.
 func (d *Disk) DeleteEntry(_ context.Context, key string) error {
 	return d.db.Batch(func(tx *bolt.Tx) error {
@@ -163,6 +188,39 @@ func (d *Disk) Entries(_ context.Context, fn func(*Entry) error) error {
 	})
 }
 
+// EntriesWithPrefix implements PrefixWalker with a cursor seek, so a walk of
+// one kind of entry does not decode the others.
+func (d *Disk) EntriesWithPrefix(_ context.Context, prefix string, fn func(*Entry) error) error {
+	return d.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(entriesBucket).Cursor()
+		p := []byte(prefix)
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			e := new(Entry)
+			if err := json.Unmarshal(v, e); err != nil {
+				return err
+			}
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// RawEntriesWithPrefix implements RawPrefixWalker.
+func (d *Disk) RawEntriesWithPrefix(_ context.Context, prefix string, fn func(key, record []byte) error) error {
+	return d.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(entriesBucket).Cursor()
+		p := []byte(prefix)
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			if err := fn(k, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // Commit implements Store: a rename into place, then an fsync of the folder so
 // the name survives a crash.
 func (d *Disk) Commit(_ context.Context, s *Staged) error {
@@ -177,8 +235,12 @@ func (d *Disk) Commit(_ context.Context, s *Staged) error {
 		s.Discard()
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
-		return fmt.Errorf("commit %s: %w", s.Digest, err)
+	if _, err := os.Stat(filepath.Dir(p)); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+			return fmt.Errorf("commit %s: %w", s.Digest, err)
+		}
+		// A new fan-out folder's name must survive a power cut too.
+		syncDir(filepath.Dir(filepath.Dir(p)))
 	}
 	if err := os.Rename(s.file.Name(), p); err != nil {
 		return fmt.Errorf("commit %s: %w", s.Digest, err)

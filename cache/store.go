@@ -49,3 +49,30 @@ type Store interface {
 	// Close releases the store.
 	Close() error
 }
+
+// PrefixWalker is an optional ability of a Store: walking only the entries
+// whose key starts with a prefix, without decoding the others. Callers fall
+// back to Entries when a store lacks it (see WalkPrefix).
+type PrefixWalker interface {
+	EntriesWithPrefix(ctx context.Context, prefix string, fn func(*Entry) error) error
+}
+
+// WalkPrefix calls fn for every entry whose key starts with prefix.
+func WalkPrefix(ctx context.Context, st Store, prefix string, fn func(*Entry) error) error {
+	if pw, ok := st.(PrefixWalker); ok {
+		return pw.EntriesWithPrefix(ctx, prefix, fn)
+	}
+	return st.Entries(ctx, func(e *Entry) error {
+		if len(e.Key) >= len(prefix) && e.Key[:len(prefix)] == prefix {
+			return fn(e)
+		}
+		return nil
+	})
+}
+
+// RawPrefixWalker is an optional ability of a Store: the encoded entry records
+// (JSON of Entry) whose key starts with prefix, for callers that decode only the
+// fields they need, in parallel. The bytes are valid only during fn.
+type RawPrefixWalker interface {
+	RawEntriesWithPrefix(ctx context.Context, prefix string, fn func(key, record []byte) error) error
+}

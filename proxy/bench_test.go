@@ -47,3 +47,10 @@ func BenchmarkCachedHitMeta(b *testing.B) {
 func BenchmarkCachedHitZip1MiB(b *testing.B) {
 	benchHit(b, "/packages/big/zip?version=1.0.0")
 }
+
+func doHandler(t testing.TB, h http.Handler, path string) string {
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Body.String()
+}

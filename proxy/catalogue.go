@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -78,21 +81,84 @@ func newCatalogue(onBuilt func(int)) *catalogue {
 
 // load reads what the store holds.
 func (c *catalogue) load(ctx context.Context, st cache.Store) error {
-	err := st.Entries(ctx, func(e *cache.Entry) error {
-		switch {
-		case strings.HasPrefix(e.Key, hyItemPrefix):
-			if m, ok := parseItemMeta(e.Meta); ok {
-				c.items[e.Key] = heldItem{meta: m, upstream: e.Upstream}
-			}
-		case strings.HasPrefix(e.Key, hySyncPrefix):
-			c.syncs[strings.TrimPrefix(e.Key, hySyncPrefix)] = e.FetchedAt
-		}
+	if err := c.loadItems(ctx, st); err != nil {
+		return err
+	}
+	err := cache.WalkPrefix(ctx, st, hySyncPrefix, func(e *cache.Entry) error {
+		c.syncs[strings.TrimPrefix(e.Key, hySyncPrefix)] = e.FetchedAt
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	c.rebuild()
+	return nil
+}
+
+// loadItems reads every stored item version's identity and patterns. With a
+// store that hands over raw records, they are decoded once, straight into
+// itemMeta, on every core: this is most of a large mirror's start-up.
+func (c *catalogue) loadItems(ctx context.Context, st cache.Store) error {
+	rw, ok := st.(cache.RawPrefixWalker)
+	if !ok {
+		return cache.WalkPrefix(ctx, st, hyItemPrefix, func(e *cache.Entry) error {
+			if m, ok := parseItemMeta(e.Meta); ok {
+				c.items[e.Key] = heldItem{meta: m, upstream: e.Upstream}
+			}
+			return nil
+		})
+	}
+	type rec struct {
+		Key      string   `json:"key"`
+		Upstream string   `json:"upstream"`
+		Meta     itemMeta `json:"meta"`
+	}
+	workers := runtime.GOMAXPROCS(0)
+	batches := make(chan [][]byte, workers)
+	var wg sync.WaitGroup
+	var decodeErr atomic.Value
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := map[string]heldItem{}
+			for batch := range batches {
+				for _, b := range batch {
+					var r rec
+					if err := json.Unmarshal(b, &r); err != nil {
+						decodeErr.Store(err)
+						continue
+					}
+					if r.Meta.Identifier != "" {
+						local[r.Key] = heldItem{meta: r.Meta, upstream: r.Upstream}
+					}
+				}
+			}
+			c.mu.Lock()
+			maps.Copy(c.items, local)
+			c.mu.Unlock()
+		}()
+	}
+	var batch [][]byte
+	err := rw.RawEntriesWithPrefix(ctx, hyItemPrefix, func(_, v []byte) error {
+		batch = append(batch, bytes.Clone(v)) // v is only valid inside the walk
+		if len(batch) == 1024 {
+			batches <- batch
+			batch = nil
+		}
+		return nil
+	})
+	if len(batch) > 0 {
+		batches <- batch
+	}
+	close(batches)
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	if e, _ := decodeErr.Load().(error); e != nil {
+		return e
+	}
 	return nil
 }
 

@@ -83,13 +83,6 @@ func (m memBody) ReadAt(p []byte, off int64) (int, error) { return bytes.NewRead
 func (m memBody) Reader() io.Reader                       { return bytes.NewReader(m) }
 func (m memBody) Len() int64                              { return int64(len(m)) }
 
-// storeError is a failure to write the store (disk full, permission denied):
-// the client is still answered from the upstream, and nothing is stored.
-type storeError struct{ err error }
-
-func (e *storeError) Error() string { return "store write: " + e.err.Error() }
-func (e *storeError) Unwrap() error { return e.err }
-
 // verifyError is a body refused by verification: a 502, counted.
 type verifyError struct{ err error }
 
@@ -178,10 +171,6 @@ func (s *Server) resolve(ctx context.Context, t *target) (*answer, error) {
 	}
 	if res.shared && !leader {
 		s.metrics.Coalesced.Inc()
-	}
-	var se *storeError
-	if errors.As(res.err, &se) {
-		return s.fetchUnstored(ctx, t)
 	}
 	if res.err != nil {
 		if hot != nil && s.staleAllowed(hot.Entry, now) && !isVerify(res.err) {
@@ -290,7 +279,8 @@ func (s *Server) fill(ctx context.Context, t *target, old *cache.Hot) (*answer, 
 		default:
 			s.metrics.StoreErrors.WithLabelValues("write").Inc()
 			s.log.Error("store write failed; answering from the upstream without storing", "key", t.key, "err", err)
-			return nil, &storeError{err}
+			// Inside the fill, so every waiting client shares this one refetch.
+			return s.fetchUnstored(ctx, t)
 		}
 	}
 	defer st.Discard()
@@ -325,7 +315,7 @@ func (s *Server) fill(ctx context.Context, t *target, old *cache.Hot) (*answer, 
 					relay: &relayed{status: http.StatusOK, header: h, body: b}}, nil
 			}
 		}
-		return nil, &storeError{err}
+		return s.fetchUnstored(ctx, t)
 	}
 	if t.stored != nil {
 		t.stored(e)

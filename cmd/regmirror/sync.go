@@ -48,6 +48,9 @@ func syncCmd(c *cli.Context) error {
 		return err
 	}
 	defer m.cache.Close()
+	if _, err := m.cache.RemoveUnnamedBlobs(ctx); err != nil {
+		return fmt.Errorf("data: %w", err)
+	}
 	srv := proxy.New(proxy.Options{Config: cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla, Metrics: m.metrics, Logger: log})
 	if err := srv.Load(ctx); err != nil {
 		return err
@@ -156,12 +159,13 @@ func verifyCmd(c *cli.Context) error {
 	for _, p := range problems {
 		fmt.Println(p.String())
 	}
+	if len(problems) > 0 && c.Bool("repair") {
+		// Repaired: the store is consistent again (what was dropped is refetched on demand).
+		fmt.Printf("verify: %d problems found and repaired\n", len(problems))
+		return nil
+	}
 	if len(problems) > 0 {
-		what := "found"
-		if c.Bool("repair") {
-			what = "found and repaired"
-		}
-		return cli.Exit(fmt.Sprintf("verify: %d problems %s", len(problems), what), 1)
+		return cli.Exit(fmt.Sprintf("verify: %d problems found (run with --repair to drop them)", len(problems)), 1)
 	}
 	fmt.Println("verify: every blob matches its digest and every entry its blob")
 	return nil

@@ -1,0 +1,466 @@
+package cache_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"go/build"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/cache/storetest"
+)
+
+const (
+	gwAccess = "regmirror-test"
+	gwSecret = "regmirror-test-secret"
+)
+
+// versitygwBinary finds versitygw: $VERSITYGW, $(go env GOPATH)/bin, or PATH.
+// Absent, the test is skipped, or fails under CI (which installs it with
+// scripts/versitygw.sh).
+func versitygwBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("VERSITYGW"); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		t.Fatalf("VERSITYGW=%s: no such file", p)
+	}
+	gopath := os.Getenv("GOPATH")
+	if gopath == "" {
+		gopath = build.Default.GOPATH
+	}
+	for _, dir := range filepath.SplitList(gopath) {
+		p := filepath.Join(dir, "bin", "versitygw")
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("versitygw"); err == nil {
+		return p
+	}
+	msg := "versitygw not found ($VERSITYGW, $(go env GOPATH)/bin, PATH): run scripts/versitygw.sh install"
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// gateway is one versitygw on 127.0.0.1 serving a posix folder.
+type gateway struct {
+	t        *testing.T
+	bin, dir string
+	addr     string
+	Endpoint string
+
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	out *bytes.Buffer
+}
+
+// startGateway starts versitygw on a free port with a fresh folder; it is
+// stopped when the test ends. It also points the AWS credential chain at its
+// keys for the test.
+func startGateway(t *testing.T) *gateway {
+	t.Helper()
+	bin := versitygwBinary(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	g := &gateway{t: t, bin: bin, dir: t.TempDir(), addr: addr, Endpoint: "http://" + addr}
+	isolateAWS(t)
+	g.Start()
+	t.Cleanup(func() {
+		g.Stop()
+		if t.Failed() {
+			t.Logf("versitygw output:\n%s", g.output())
+		}
+	})
+	return g
+}
+
+// isolateAWS makes the standard credential chain find the gateway's keys and
+// nothing of the machine's.
+func isolateAWS(t *testing.T) {
+	dir := t.TempDir()
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": gwAccess, "AWS_SECRET_ACCESS_KEY": gwSecret, "AWS_SESSION_TOKEN": "",
+		"AWS_REGION": "us-east-1", "AWS_PROFILE": "", "AWS_EC2_METADATA_DISABLED": "true",
+		"AWS_CONFIG_FILE": filepath.Join(dir, "config"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
+		"AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_S3": "",
+	} {
+		t.Setenv(k, v)
+	}
+}
+
+// Start (re)starts the gateway on its address and folder and waits until it answers.
+func (g *gateway) Start() {
+	g.t.Helper()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cmd != nil {
+		g.t.Fatal("gateway already running")
+	}
+	out := &bytes.Buffer{}
+	cmd := exec.Command(g.bin, "--access", gwAccess, "--secret", gwSecret, "--port", g.addr, "--quiet", "posix", g.dir)
+	cmd.Stdout, cmd.Stderr = &lockedWriter{w: out}, &lockedWriter{w: out}
+	if err := cmd.Start(); err != nil {
+		g.t.Fatalf("start versitygw: %v", err)
+	}
+	g.cmd, g.out = cmd, out
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(g.Endpoint + "/")
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			g.t.Fatalf("versitygw did not answer on %s: %v\n%s", g.addr, err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop kills the gateway (its data stays).
+func (g *gateway) Stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cmd == nil {
+		return
+	}
+	g.cmd.Process.Kill()
+	g.cmd.Wait()
+	g.cmd = nil
+}
+
+func (g *gateway) output() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.out == nil {
+		return ""
+	}
+	return g.out.String()
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// client is a plain S3 client on the gateway, for setting up and inspecting.
+func (g *gateway) client() *s3.Client {
+	return s3.New(s3.Options{
+		Region: "us-east-1", BaseEndpoint: aws.String(g.Endpoint), UsePathStyle: true,
+		Credentials:                credentials.NewStaticCredentialsProvider(gwAccess, gwSecret, ""),
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
+		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+	})
+}
+
+var bucketSeq struct {
+	sync.Mutex
+	n int
+}
+
+// Bucket creates a new bucket and returns its name.
+func (g *gateway) Bucket() string {
+	g.t.Helper()
+	bucketSeq.Lock()
+	bucketSeq.n++
+	name := fmt.Sprintf("regmirror-test-%d", bucketSeq.n)
+	bucketSeq.Unlock()
+	if _, err := g.client().CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		g.t.Fatalf("create bucket %s: %v", name, err)
+	}
+	return name
+}
+
+// Open opens an S3 store on the gateway's bucket; opts fills in the rest.
+func (g *gateway) Open(t *testing.T, bucket, prefix string, opts cache.S3Options) *cache.S3 {
+	t.Helper()
+	opts.Bucket, opts.Prefix, opts.Endpoint, opts.PathStyle = bucket, prefix, g.Endpoint, true
+	if opts.LocalDir == "" {
+		opts.LocalDir = t.TempDir()
+	}
+	s, err := cache.OpenS3(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("OpenS3: %v", err)
+	}
+	return s
+}
+
+func TestS3Compliance(t *testing.T) {
+	g := startGateway(t)
+	bucket := g.Bucket()
+	storetest.Run(t, storetest.Backend{Open: func(t *testing.T) (cache.Store, string) {
+		// Each subtest has its own prefix in the bucket; every Open gets a
+		// new, empty local tier, so a reopen reads through the bucket.
+		prefix := "compliance/" + strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())
+		s := g.Open(t, bucket, prefix, cache.S3Options{LocalBytes: 1 << 20})
+		return s, s.TempDir()
+	}})
+}
+
+func commit(t *testing.T, s *cache.S3, body []byte) string {
+	t.Helper()
+	st, err := cache.Stage(s.TempDir(), bytes.NewReader(body), 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Discard()
+	if err := s.Commit(context.Background(), st); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	return st.Digest
+}
+
+func readAll(t *testing.T, s cache.Store, digest string) ([]byte, error) {
+	t.Helper()
+	b, err := s.Open(context.Background(), digest)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	if _, ok := b.(*os.File); !ok {
+		t.Errorf("Open returned %T, want *os.File", b)
+	}
+	return io.ReadAll(b)
+}
+
+// A blob stored by one replica is served to another from the bucket, then
+// from its local tier.
+func TestS3SharedAcrossReplicas(t *testing.T) {
+	ctx := context.Background()
+	g := startGateway(t)
+	bucket := g.Bucket()
+	a := g.Open(t, bucket, "fleet", cache.S3Options{})
+	b := g.Open(t, bucket, "fleet", cache.S3Options{})
+	body := bytes.Repeat([]byte("shared "), 5000)
+	d := commit(t, a, body)
+	if err := a.PutEntry(ctx, &cache.Entry{Key: "rp/zip/x@1", Digest: d, Size: int64(len(body)), Status: 200, Class: cache.Immutable}); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Stats(); st.LocalFiles != 1 {
+		t.Fatalf("filler's local tier = %+v, want the committed blob in it", st)
+	}
+	e, err := b.Entry(ctx, "rp/zip/x@1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		got, err := readAll(t, b, e.Digest)
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("replica b read %d bytes, %v", len(got), err)
+		}
+	}
+	if st := b.Stats(); st.Downloads != 1 || st.LocalHits != 1 {
+		t.Fatalf("replica b stats = %+v, want 1 download then 1 local hit", st)
+	}
+}
+
+// The local tier is bounded, least recently used first, and a local copy
+// changed at rest is dropped and fetched again.
+func TestS3LocalTier(t *testing.T) {
+	g := startGateway(t)
+	bucket := g.Bucket()
+	local := t.TempDir()
+	a := g.Open(t, bucket, "", cache.S3Options{})
+	var digests []string
+	for i := 0; i < 5; i++ {
+		digests = append(digests, commit(t, a, bytes.Repeat([]byte{byte('a' + i)}, 1000)))
+	}
+	b := g.Open(t, bucket, "", cache.S3Options{LocalDir: local, LocalBytes: 2500})
+	for _, d := range digests {
+		if _, err := readAll(t, b, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := b.Stats(); st.LocalBytes > 2500 || st.LocalFiles != 2 {
+		t.Fatalf("local tier holds %d bytes in %d files, limit 2500", st.LocalBytes, st.LocalFiles)
+	}
+	last := digests[len(digests)-1]
+	b.Close()
+	if err := os.WriteFile(filepath.Join(local, "blobs", last), bytes.Repeat([]byte{'z'}, 1000), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	b = g.Open(t, bucket, "", cache.S3Options{LocalDir: local, LocalBytes: 2500})
+	got, err := readAll(t, b, last)
+	if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{'e'}, 1000)) {
+		t.Fatalf("after tampering with the local copy: %q…, %v", got[:min(len(got), 8)], err)
+	}
+	if st := b.Stats(); st.Downloads != 1 {
+		t.Fatalf("stats %+v: want the tampered copy downloaded again", st)
+	}
+}
+
+// A blob changed in the bucket fails its digest check when downloaded.
+func TestS3DetectsBlobChangedInBucket(t *testing.T) {
+	g := startGateway(t)
+	bucket := g.Bucket()
+	a := g.Open(t, bucket, "p", cache.S3Options{})
+	d := commit(t, a, []byte("original bytes"))
+	// The posix backend keeps each object as a file under <dir>/<bucket>/<key>.
+	p := filepath.Join(g.dir, bucket, "p", "blobs", "sha256", d)
+	if err := os.WriteFile(p, []byte("tampered bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := g.Open(t, bucket, "p", cache.S3Options{})
+	if _, err := b.Open(context.Background(), d); !errors.Is(err, cache.ErrDigestMismatch) {
+		t.Fatalf("Open(tampered) = %v, want ErrDigestMismatch", err)
+	}
+}
+
+// The server checks an upload against the sha256 it is signed with, so a
+// staged file changed before Commit never lands under the wrong digest.
+func TestS3CommitRefusesChangedStagedFile(t *testing.T) {
+	g := startGateway(t)
+	a := g.Open(t, g.Bucket(), "", cache.S3Options{})
+	st, err := cache.Stage(a.TempDir(), strings.NewReader("good bytes"), 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Discard()
+	if err := os.WriteFile(st.Path(), []byte("evil bytes"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	err = a.Commit(context.Background(), st)
+	if err == nil {
+		t.Fatal("Commit of a staged file changed after hashing succeeded")
+	}
+	t.Log(err)
+	var n int
+	a.Blobs(context.Background(), func(string, int64) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("%d blobs in the bucket after a refused commit", n)
+	}
+}
+
+// A server that ignores If-None-Match is refused at open.
+func TestS3RefusesStoreWithoutConditionalWrites(t *testing.T) {
+	isolateAWS(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("ETag", `"0123"`)
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	_, err := cache.OpenS3(context.Background(), cache.S3Options{
+		Bucket: "b", Endpoint: srv.URL, PathStyle: true, LocalDir: t.TempDir(),
+	})
+	if !errors.Is(err, cache.ErrNoConditionalWrites) {
+		t.Fatalf("OpenS3 on a server without conditional writes = %v, want ErrNoConditionalWrites", err)
+	}
+	t.Log(err)
+}
+
+// With the bucket down, blobs in the local tier are still served; requests to
+// the bucket fail fast with ErrStoreUnavailable, and the store is Up again
+// once the bucket returns.
+func TestS3BucketDown(t *testing.T) {
+	ctx := context.Background()
+	g := startGateway(t)
+	bucket := g.Bucket()
+	a := g.Open(t, bucket, "", cache.S3Options{OpTimeout: 2 * time.Second})
+	hot := commit(t, a, []byte("in the local tier"))
+	cold := commit(t, g.Open(t, bucket, "", cache.S3Options{}), []byte("only in the bucket"))
+	g.Stop()
+	start := time.Now()
+	if got, err := readAll(t, a, hot); err != nil || string(got) != "in the local tier" {
+		t.Fatalf("local blob with the bucket down: %q, %v", got, err)
+	}
+	if _, err := a.Open(ctx, cold); !errors.Is(err, cache.ErrStoreUnavailable) {
+		t.Fatalf("Open(cold) with the bucket down = %v, want ErrStoreUnavailable", err)
+	}
+	if _, err := a.Entry(ctx, "k"); !errors.Is(err, cache.ErrStoreUnavailable) {
+		t.Fatalf("Entry with the bucket down = %v, want ErrStoreUnavailable", err)
+	}
+	if _, err := a.Acquire(ctx, "k"); !errors.Is(err, cache.ErrStoreUnavailable) {
+		t.Fatalf("Acquire with the bucket down = %v, want ErrStoreUnavailable", err)
+	}
+	if _, err := a.WaitEntry(ctx, "k", 10*time.Millisecond); !errors.Is(err, cache.ErrStoreUnavailable) {
+		t.Fatalf("WaitEntry with the bucket down = %v, want ErrStoreUnavailable", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("failing with the bucket down took %s", d)
+	}
+	// A fill while the bucket is down: Commit fails, but the body is served
+	// from the local tier.
+	st, err := cache.Stage(a.TempDir(), strings.NewReader("fetched while down"), 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Discard()
+	if err := a.Commit(ctx, st); !errors.Is(err, cache.ErrStoreUnavailable) {
+		t.Fatalf("Commit with the bucket down = %v, want ErrStoreUnavailable", err)
+	}
+	if got, err := readAll(t, a, st.Digest); err != nil || string(got) != "fetched while down" {
+		t.Fatalf("blob committed while down: %q, %v", got, err)
+	}
+	if st := a.Stats(); st.Up || st.Errors == 0 {
+		t.Fatalf("stats with the bucket down = %+v", st)
+	}
+	g.Start()
+	if got, err := readAll(t, a, cold); err != nil || string(got) != "only in the bucket" {
+		t.Fatalf("after the bucket returned: %q, %v", got, err)
+	}
+	if !a.Up() {
+		t.Fatal("store still down after the bucket returned")
+	}
+}
+
+// A prefix walk reads only the matching records, long keys included.
+func TestS3EntriesWithPrefix(t *testing.T) {
+	ctx := context.Background()
+	g := startGateway(t)
+	s := g.Open(t, g.Bucket(), "", cache.S3Options{})
+	d := commit(t, s, []byte("x"))
+	long := strings.Repeat("z", 300)
+	keys := []string{"rp/versions/a", "rp/versions/bb", "rp/versions/" + long, "rp/zip/a@1", "hy/query/" + long, "r", "rp/v"}
+	for _, k := range keys {
+		if err := s.PutEntry(ctx, &cache.Entry{Key: k, Digest: d, Size: 1, Status: 200, Class: cache.Mutable}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for prefix, want := range map[string]int{"rp/versions/": 3, "rp/v": 4, "rp/": 5, "r": 6, "": 7, "hy/query/zzz": 1, "x": 0} {
+		n := 0
+		if err := s.EntriesWithPrefix(ctx, prefix, func(e *cache.Entry) error {
+			if !strings.HasPrefix(e.Key, prefix) {
+				t.Errorf("prefix %q: got %q", prefix, e.Key)
+			}
+			n++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Errorf("EntriesWithPrefix(%q) saw %d entries, want %d", prefix, n, want)
+		}
+	}
+}
