@@ -423,9 +423,17 @@ func FromContext(c *cli.Context) (*Config, []Setting, error) {
 	return &cfg, settings, nil
 }
 
-// explicitFlag reports whether --name was given on the command line.
+// CommandLine is the arguments explicitFlag reads (os.Args; tests set their own).
+var CommandLine = func() []string { return os.Args }
+
+// explicitFlag reports whether --name was given on the command line. cli does
+// not keep that apart from the environment and the file, and check-config must.
 func explicitFlag(name string) bool {
-	for _, a := range os.Args[1:] {
+	args := CommandLine()
+	if len(args) == 0 {
+		return false
+	}
+	for _, a := range args[1:] {
 		if a == "--" {
 			return false
 		}
