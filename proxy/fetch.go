@@ -144,6 +144,7 @@ func (s *Server) resolve(ctx context.Context, t *target) (*answer, error) {
 	if err != nil && !errors.Is(err, cache.ErrNotFound) {
 		s.metrics.StoreErrors.WithLabelValues("read").Inc()
 		s.log.Error("store lookup", "key", t.key, "err", err)
+		s.noteError("store read " + t.key + ": " + err.Error())
 		hot = nil
 	}
 	if hot != nil && (hot.Entry.Class == cache.Immutable || !t.refresh) && hot.Entry.Fresh(now, s.cfg.MetadataMaxAge, s.cfg.NegativeMaxAge) {
@@ -173,6 +174,9 @@ func (s *Server) resolve(ctx context.Context, t *target) (*answer, error) {
 		s.metrics.Coalesced.Inc()
 	}
 	if res.err != nil {
+		if leader && !isVerify(res.err) && !errors.Is(res.err, upstream.ErrNoUpstream) && !errors.Is(res.err, context.Canceled) {
+			s.noteError(t.key + ": " + res.err.Error())
+		}
 		if hot != nil && s.staleAllowed(hot.Entry, now) && !isVerify(res.err) {
 			return s.stale(hot, "upstream error"), nil
 		}
@@ -279,6 +283,7 @@ func (s *Server) fill(ctx context.Context, t *target, old *cache.Hot) (*answer, 
 		default:
 			s.metrics.StoreErrors.WithLabelValues("write").Inc()
 			s.log.Error("store write failed; answering from the upstream without storing", "key", t.key, "err", err)
+			s.noteError("store write " + t.key + ": " + err.Error())
 			// Inside the fill, so every waiting client shares this one refetch.
 			return s.fetchUnstored(ctx, t)
 		}
@@ -309,6 +314,7 @@ func (s *Server) fill(ctx context.Context, t *target, old *cache.Hot) (*answer, 
 	if err != nil {
 		s.metrics.StoreErrors.WithLabelValues("write").Inc()
 		s.log.Error("store write failed; answering from the upstream without storing", "key", t.key, "err", err)
+		s.noteError("store write " + t.key + ": " + err.Error())
 		if st.Size <= maxUnstoredBody {
 			if b, rerr := io.ReadAll(st.Reader()); rerr == nil {
 				return &answer{state: Bypass, status: `fwd=uri-miss; detail="not stored: write error"`,
@@ -345,6 +351,7 @@ func (t *readTracker) Read(p []byte) (int, error) {
 func (s *Server) verifyFailed(t *target, u *upstream.Upstream, err error) {
 	s.metrics.VerifyFailures.Inc()
 	s.log.Error("upstream body failed verification; not stored", "api", t.api, "key", t.key, "upstream", u.Base, "err", err)
+	s.noteError(fmt.Sprintf("%s from %s failed verification, not stored: %v", t.key, u.Base, err))
 	t.pool.Fail(u, err)
 }
 

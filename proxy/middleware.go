@@ -32,6 +32,7 @@ func (s *Server) Handler() http.Handler {
 		if xc == "" {
 			xc = "NONE"
 		}
+		s.noteRequest(xc)
 		s.metrics.Requests.WithLabelValues(api, route, strconv.Itoa(rec.status), xc).Inc()
 		s.metrics.RequestDuration.WithLabelValues(api, xc).Observe(d.Seconds())
 		if s.log.Enabled(r.Context(), slog.LevelInfo) {

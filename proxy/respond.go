@@ -148,6 +148,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusBadGateway, "Bad Gateway", ue.Error())
 	default:
 		s.log.Error("request failed", "path", r.URL.Path, "err", err)
+		s.noteError(r.Method + " " + r.URL.Path + ": " + err.Error())
 		w.Header().Set("X-Cache", string(Miss))
 		writeError(w, http.StatusBadGateway, "Bad Gateway", "the mirror could not obtain this answer")
 	}

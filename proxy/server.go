@@ -48,6 +48,7 @@ type Server struct {
 	mux   *http.ServeMux
 	hy    *catalogue
 	ready atomic.Bool
+	stat  statusState // what the status page shows beyond the metrics
 }
 
 // New builds a Server.

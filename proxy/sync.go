@@ -231,6 +231,37 @@ func (s *Server) markSynced(ctx context.Context, api, base, key string) {
 	e := &cache.Entry{Key: key, Status: http.StatusOK, Class: cache.Immutable, FetchedAt: now, Pinned: true, Upstream: base}
 	if _, err := s.cache.PutBody(ctx, e, []byte(now.UTC().Format(time.RFC3339)+"\n")); err != nil {
 		s.log.Warn("record sync", "upstream", base, "err", err)
+		s.noteError("record sync of " + base + ": " + err.Error())
 	}
 	s.metrics.SyncLastSuccess.WithLabelValues(api, base).Set(float64(now.Unix()))
+}
+
+// SyncEvery runs the syncs of both APIs now and then every interval until ctx
+// ends (serve --sync-interval), logging each upstream's result.
+func (s *Server) SyncEvery(ctx context.Context, interval time.Duration, o SyncOptions) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		results := append(s.SyncHydrilla(ctx, o), s.SyncRefPack(ctx, o)...)
+		for _, r := range results {
+			s.noteSync(r)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// noteSync logs a sync result and keeps it for the status page.
+func (s *Server) noteSync(r *SyncResult) {
+	attrs := []any{"api", r.API, "upstream", r.Upstream, "items", r.Items, "files", r.Files, "held", r.Held,
+		"bytes", r.Bytes, "failed", len(r.Failed), "duration", r.Ended.Sub(r.Started)}
+	if r.OK() {
+		s.log.Info("sync done", attrs...)
+	} else {
+		s.log.Warn("sync failed", append(attrs, "err", r.Err, "failures", r.Failed)...)
+	}
+	s.RecordSync(r)
 }

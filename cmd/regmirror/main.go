@@ -49,6 +49,8 @@ func newApp() *cli.App {
 				Before: config.Before(verifyFl),
 				Action: verifyCmd,
 			},
+			checkConfigCommand(),
+			completionCommand(),
 			{
 				Name:   "version",
 				Usage:  "print the version and VCS revision",

@@ -119,12 +119,18 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	defer m.cache.Close()
+	if _, err := m.cache.RemoveUnnamedBlobs(ctx); err != nil {
+		return fmt.Errorf("data: %w", err)
+	}
 	srv := proxy.New(proxy.Options{
 		Config: cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla,
 		Metrics: m.metrics, Logger: log, Version: versionString(),
 	})
 	if err := srv.Load(ctx); err != nil {
 		return err
+	}
+	if cfg.SyncInterval > 0 {
+		go srv.SyncEvery(ctx, cfg.SyncInterval, proxy.SyncOptions{Jobs: 4})
 	}
 	hs := &http.Server{
 		Handler:           srv.Handler(),
