@@ -116,12 +116,18 @@ func (l *Lease) put(ctx context.Context, ifNoneMatch, ifMatch string) (string, e
 	if ifMatch != "" {
 		in.IfMatch = aws.String(ifMatch)
 	}
+	if err := l.s.failFast(); err != nil {
+		return "", err
+	}
 	octx, cancel := context.WithTimeout(ctx, l.s.opts.OpTimeout)
 	defer cancel()
 	out, err := l.s.client.PutObject(octx, in, withPayloadHash(body))
 	if err != nil {
 		if ctx.Err() == nil && octx.Err() != nil {
-			return "", fmt.Errorf("%w: no answer in %s: %v", ErrStoreUnavailable, l.s.opts.OpTimeout, err)
+			return "", l.s.markDown(fmt.Errorf("no answer in %s: %v", l.s.opts.OpTimeout, err))
+		}
+		if st := statusOf(err); st != 0 && st < 500 {
+			l.s.markUp() // an answer (412 …): the bucket is there
 		}
 		return "", err
 	}

@@ -90,6 +90,7 @@ type S3 struct {
 	dl     singleflight.Group
 
 	up        atomic.Bool
+	downUntil atomic.Int64 // unix nanos; see failFast
 	errors    atomic.Int64
 	localHits atomic.Int64
 	downloads atomic.Int64
@@ -331,7 +332,7 @@ func isNoSuchKey(err error) bool {
 // the caller's own cancellation is returned as it is.
 func (s *S3) classify(ctx context.Context, err error) error {
 	if err == nil {
-		s.up.Store(true)
+		s.markUp()
 		return nil
 	}
 	if ctx.Err() != nil || errors.Is(err, ErrStoreUnavailable) || errors.Is(err, ErrNotFound) {
@@ -340,28 +341,59 @@ func (s *S3) classify(ctx context.Context, err error) error {
 	st := statusOf(err)
 	switch {
 	case isNoSuchKey(err):
-		s.up.Store(true)
+		s.markUp()
 		return fmt.Errorf("%w: %v", ErrNotFound, err)
 	case st == 0 || st >= 500:
-		s.errors.Add(1)
-		if s.up.Swap(false) {
-			s.log.Warn("blob store unreachable", "bucket", s.opts.Bucket, "endpoint", s.endpointName(), "err", err)
-		}
-		return fmt.Errorf("%w: %v", ErrStoreUnavailable, err)
+		return s.markDown(err)
 	}
-	s.up.Store(true)
+	s.markUp()
 	return err
+}
+
+// breakerCooldown is how long requests fail at once after the bucket failed
+// one; then a single request probes it.
+const breakerCooldown = time.Second
+
+func (s *S3) markUp() {
+	s.up.Store(true)
+	s.downUntil.Store(0)
+}
+
+// markDown records a failure to reach the bucket and returns it wrapping
+// ErrStoreUnavailable.
+func (s *S3) markDown(err error) error {
+	s.errors.Add(1)
+	s.downUntil.Store(time.Now().Add(breakerCooldown).UnixNano())
+	if s.up.Swap(false) {
+		s.log.Warn("blob store unreachable; failing open", "bucket", s.opts.Bucket, "endpoint", s.endpointName(), "err", err)
+	}
+	return fmt.Errorf("%w: %v", ErrStoreUnavailable, err)
+}
+
+// failFast is the circuit breaker: while the bucket is down, requests fail at
+// once instead of each waiting for a timeout, except one probe per cooldown.
+func (s *S3) failFast() error {
+	until := s.downUntil.Load()
+	if until == 0 {
+		return nil
+	}
+	now := time.Now()
+	if now.UnixNano() >= until && s.downUntil.CompareAndSwap(until, now.Add(s.opts.OpTimeout).UnixNano()) {
+		return nil // this request probes; the others wait for its answer
+	}
+	return fmt.Errorf("%w: failing fast after errors", ErrStoreUnavailable)
 }
 
 // op runs a small request under OpTimeout and classifies its error.
 func (s *S3) op(ctx context.Context, f func(context.Context) error) error {
+	if err := s.failFast(); err != nil {
+		return err
+	}
 	octx, cancel := context.WithTimeout(ctx, s.opts.OpTimeout)
 	defer cancel()
 	err := f(octx)
 	if err != nil && ctx.Err() == nil && octx.Err() != nil {
-		s.errors.Add(1)
-		s.up.Store(false)
-		return fmt.Errorf("%w: no answer in %s: %v", ErrStoreUnavailable, s.opts.OpTimeout, err)
+		return s.markDown(fmt.Errorf("no answer in %s: %v", s.opts.OpTimeout, err))
 	}
 	return s.classify(ctx, err)
 }
@@ -566,11 +598,12 @@ func withPayloadDigest(hexDigest string) func(*s3.Options) {
 
 // Commit implements Store: one PutObject of the staged file (If-None-Match: *,
 // so a blob already there is not rewritten), then a HEAD to check that the
-// whole blob is there. The staged file then moves into the local tier.
+// whole blob is there. The staged file is then linked into the local tier.
 //
 // When the bucket is unavailable Commit fails wrapping ErrStoreUnavailable, but
-// the staged file still moves into the local tier (hashed again on first use),
-// so this replica can serve what it fetched: Open finds it there.
+// the staged file is also linked into the local tier (hashed again on first
+// use), so this replica can serve what it fetched: Open finds it there. The
+// staged body stays readable until Discard.
 func (s *S3) Commit(ctx context.Context, st *Staged) (err error) {
 	if st.file == nil {
 		return errors.New("commit: staged body already discarded")
@@ -580,10 +613,8 @@ func (s *S3) Commit(ctx context.Context, st *Staged) (err error) {
 	}
 	defer func() {
 		if errors.Is(err, ErrStoreUnavailable) && st.file != nil {
-			if s.local.adopt(st.file.Name(), st.Digest, st.Size, false) {
-				st.file.Close()
-				st.file = nil
-			}
+			// A link, not a move: the caller may still read the staged body.
+			s.local.link(st.file.Name(), st.Digest, st.Size, false)
 		}
 	}()
 	key := s.blobKey(st.Digest)
@@ -637,13 +668,11 @@ func (s *S3) headSize(ctx context.Context, key string) (int64, error) {
 	return size, err
 }
 
-// adoptStaged moves a committed staged file into the local tier, so the
-// replica that filled a blob serves it without downloading it back.
+// adoptStaged links a committed staged file into the local tier, so the
+// replica that filled a blob serves it without downloading it back. The staged
+// name stays readable until the caller discards it.
 func (s *S3) adoptStaged(st *Staged) {
-	if s.local.adopt(st.file.Name(), st.Digest, st.Size, true) {
-		st.file.Close()
-		st.file = nil
-	}
+	s.local.link(st.file.Name(), st.Digest, st.Size, true)
 }
 
 // Open implements Store: from the local tier, else downloaded from the bucket
@@ -678,6 +707,9 @@ func (s *S3) Open(ctx context.Context, digest string) (Blob, error) {
 }
 
 func (s *S3) download(ctx context.Context, digest string) error {
+	if err := s.failFast(); err != nil {
+		return err
+	}
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.opts.Bucket, Key: aws.String(s.blobKey(digest))})
 	if err != nil {
 		return s.classify(ctx, err)

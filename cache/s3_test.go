@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,6 +153,19 @@ func (g *gateway) Stop() {
 	g.cmd.Process.Kill()
 	g.cmd.Wait()
 	g.cmd = nil
+}
+
+// Pause freezes the gateway (SIGSTOP): connections open, no answers.
+func (g *gateway) Pause(stop bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	sig := syscall.SIGCONT
+	if stop {
+		sig = syscall.SIGSTOP
+	}
+	if err := g.cmd.Process.Signal(sig); err != nil {
+		g.t.Fatal(err)
+	}
 }
 
 func (g *gateway) output() string {
@@ -420,15 +434,29 @@ func TestS3BucketDown(t *testing.T) {
 	if err := a.Commit(ctx, st); !errors.Is(err, cache.ErrStoreUnavailable) {
 		t.Fatalf("Commit with the bucket down = %v, want ErrStoreUnavailable", err)
 	}
+	if b, err := io.ReadAll(st.Reader()); err != nil || string(b) != "fetched while down" {
+		t.Fatalf("staged body after a failed Commit: %q, %v", b, err)
+	}
 	if got, err := readAll(t, a, st.Digest); err != nil || string(got) != "fetched while down" {
 		t.Fatalf("blob committed while down: %q, %v", got, err)
 	}
 	if st := a.Stats(); st.Up || st.Errors == 0 {
 		t.Fatalf("stats with the bucket down = %+v", st)
 	}
+	// Requests fail fast for a moment after an error, then one probes.
+	if _, err := a.Open(ctx, cold); !errors.Is(err, cache.ErrStoreUnavailable) || time.Since(start) > 20*time.Second {
+		t.Fatalf("Open with the bucket down = %v after %s", err, time.Since(start))
+	}
 	g.Start()
-	if got, err := readAll(t, a, cold); err != nil || string(got) != "only in the bucket" {
-		t.Fatalf("after the bucket returned: %q, %v", got, err)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		got, err := readAll(t, a, cold)
+		if err == nil && string(got) == "only in the bucket" {
+			break
+		}
+		if !errors.Is(err, cache.ErrStoreUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("after the bucket returned: %q, %v", got, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if !a.Up() {
 		t.Fatal("store still down after the bucket returned")
@@ -462,5 +490,51 @@ func TestS3EntriesWithPrefix(t *testing.T) {
 		if n != want {
 			t.Errorf("EntriesWithPrefix(%q) saw %d entries, want %d", prefix, n, want)
 		}
+	}
+}
+
+// A bucket that hangs costs one OpTimeout, then requests fail fast until it
+// answers again.
+func TestS3BucketHangs(t *testing.T) {
+	ctx := context.Background()
+	g := startGateway(t)
+	a := g.Open(t, g.Bucket(), "", cache.S3Options{OpTimeout: 500 * time.Millisecond})
+	g.Pause(true)
+	defer g.Pause(false)
+	start := time.Now()
+	if _, err := a.Entry(ctx, "k"); !errors.Is(err, cache.ErrStoreUnavailable) {
+		t.Fatalf("Entry on a hung bucket = %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("first request on a hung bucket took %s", d)
+	}
+	start = time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := a.Acquire(ctx, "k"); !errors.Is(err, cache.ErrStoreUnavailable) {
+				t.Errorf("Acquire on a hung bucket = %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 200*time.Millisecond {
+		t.Fatalf("20 requests after the failure took %s; want them to fail fast", d)
+	}
+	g.Pause(false)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, err := a.Entry(ctx, "k")
+		if errors.Is(err, cache.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bucket back, Entry = %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !a.Up() {
+		t.Fatal("not up after the bucket answered")
 	}
 }

@@ -147,7 +147,7 @@ func (l *s3Local) fill(digest string, r io.Reader) (int64, error) {
 		}
 	}()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(fileWriter{f}, h), readOnly{r})
+	n, err := io.Copy(io.MultiWriter(fileWriter{f}, h), r)
 	if err != nil {
 		var we *writeErr
 		if errors.As(err, &we) {
@@ -170,11 +170,8 @@ func (l *s3Local) fill(digest string, r io.Reader) (int64, error) {
 	return n, nil
 }
 
-// readOnly hides an io.WriterTo so io.Copy's write errors are told apart.
-type readOnly struct{ r io.Reader }
-
-func (r readOnly) Read(p []byte) (int, error) { return r.r.Read(p) }
-
+// writeErr is a failed write to the local file, told apart from a failed read
+// of the download.
 type writeErr struct{ err error }
 
 // fileWriter marks the local file's write errors.
@@ -190,18 +187,27 @@ func (w fileWriter) Write(p []byte) (int, error) {
 
 func (e *writeErr) Error() string { return e.err.Error() }
 
-// adopt moves a file already hashed (a staged body) into the tier; verified
-// says whether it may be served without hashing it again. It is false when the
-// file could not be moved (then the caller still owns it).
-func (l *s3Local) adopt(name, digest string, size int64, verified bool) bool {
-	return l.place(name, digest, size, verified) == nil
+// link hard-links a staged file into the tier (unless the tier has the blob),
+// leaving the staged name to its owner; verified says whether it may be served
+// without hashing it again.
+func (l *s3Local) link(name, digest string, size int64, verified bool) {
+	l.mu.Lock()
+	_, ok := l.byDigest[digest]
+	l.mu.Unlock()
+	if !ok {
+		l.put(name, digest, size, verified, os.Link)
+	}
 }
 
 // place renames a verified file into the tier and evicts past the limit.
 func (l *s3Local) place(name, digest string, size int64, verified bool) error {
+	return l.put(name, digest, size, verified, os.Rename)
+}
+
+func (l *s3Local) put(name, digest string, size int64, verified bool, how func(string, string) error) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := os.Rename(name, l.path(digest)); err != nil {
+	if err := how(name, l.path(digest)); err != nil {
 		return err
 	}
 	if el, ok := l.byDigest[digest]; ok {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"io"
@@ -21,6 +22,8 @@ func (s *Server) Handler() http.Handler {
 		id := requestID()
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		rec.Header().Set("X-Request-Id", id)
+		info := &reqInfo{}
+		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 		if len(r.RequestURI) > maxURLLen {
 			writeError(rec, http.StatusRequestURITooLong, "URI too long", "the request target is longer than "+strconv.Itoa(maxURLLen)+" bytes")
 		} else {
@@ -39,9 +42,23 @@ func (s *Server) Handler() http.Handler {
 			s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 				slog.String("id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
 				slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes), slog.Duration("duration", d),
-				slog.String("cache", xc))
+				slog.String("cache", xc), slog.String("upstream", info.upstream))
 		}
 	})
+}
+
+// reqInfo carries what the access line reports beyond the response itself.
+type reqInfo struct {
+	upstream string // the upstream the answer came from, when it came from one
+}
+
+type reqInfoKey struct{}
+
+// noteUpstream records the upstream an answer came from for the access line.
+func noteUpstream(r *http.Request, base string) {
+	if info, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok && base != "" {
+		info.upstream = base
+	}
 }
 
 func requestID() string {

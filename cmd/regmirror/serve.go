@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -148,9 +149,29 @@ func serve(c *cli.Context) error {
 	log.Info("regmirror serving", "addr", ln.Addr().String(), "data", cfg.Data,
 		"refpack", cfg.RefPackUpstreams, "hydrilla", cfg.HydrillaUpstreams, "offline", cfg.Offline)
 	errc := make(chan error, 1)
+	if cfg.TLSCert != "" {
+		certs, err := newCertReloader(cfg.TLSCert, cfg.TLSKey, log)
+		if err != nil {
+			return err
+		}
+		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate}
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for range hup {
+				if err := certs.reload(); err != nil {
+					log.Error("SIGHUP: TLS certificate not reloaded", "err", err)
+				} else {
+					log.Info("SIGHUP: TLS certificate reloaded")
+				}
+			}
+		}()
+	}
 	go func() {
 		if cfg.TLSCert != "" {
-			errc <- hs.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+			// HTTP/2 is negotiated by ServeTLS; the certificate comes from GetCertificate.
+			errc <- hs.ServeTLS(ln, "", "")
 		} else {
 			errc <- hs.Serve(ln)
 		}
