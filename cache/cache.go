@@ -172,6 +172,15 @@ func (c *Cache) RemoveUnnamedBlobs(ctx context.Context) (int, error) {
 	return len(orphans), nil
 }
 
+// Reload drops key from the memory tier and looks it up in the store again:
+// another replica may have written a newer entry.
+func (c *Cache) Reload(ctx context.Context, key string) (*Hot, error) {
+	if c.mem != nil {
+		c.mem.Del(key)
+	}
+	return c.Lookup(ctx, key)
+}
+
 // WaitLoaded blocks until the start-up size accounting has read the index.
 func (c *Cache) WaitLoaded() { <-c.loaded }
 

@@ -161,6 +161,9 @@ func (s *Server) resolve(ctx context.Context, t *target) (*answer, error) {
 		leader = true
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.UpstreamTimeout)
 		defer cancel()
+		if s.fleet != nil {
+			return s.fleetFill(fctx, t, hot)
+		}
 		return s.fill(fctx, t, hot)
 	})
 	var res singleflightResult
@@ -219,6 +222,44 @@ func (s *Server) stale(hot *cache.Hot, why string) *answer {
 	s.metrics.StaleServed.Inc()
 	ttl := int64(s.cfg.MetadataMaxAge.Seconds()) - int64(hot.Entry.Age(time.Now()).Seconds())
 	return &answer{hot: hot, state: Stale, status: fmt.Sprintf("hit; ttl=%d; detail=%q", ttl, "stale-if-error: "+why)}
+}
+
+// fleetFill is fill for replicas sharing a bucket: one replica takes the key's
+// lease and fetches, the others wait for its entry record, so the fleet makes
+// one upstream request per object (and one revalidation per max-age). When the
+// bucket is slow or down it fails open: content addressing makes a duplicate
+// fetch harmless.
+func (s *Server) fleetFill(ctx context.Context, t *target, hot *cache.Hot) (*answer, error) {
+	start := time.Now()
+	var a *answer
+	done := func(e *cache.Entry) bool {
+		if t.refresh {
+			return !e.FetchedAt.Before(start)
+		}
+		if hot != nil && !e.FetchedAt.After(hot.Entry.FetchedAt) {
+			return false
+		}
+		return e.Fresh(time.Now(), s.cfg.MetadataMaxAge, s.cfg.NegativeMaxAge)
+	}
+	e, filled, err := s.fleet.FillOnce(ctx, t.key, 50*time.Millisecond, done, func(ctx context.Context) error {
+		var err error
+		a, err = s.fill(ctx, t, hot)
+		return err
+	})
+	if filled {
+		return a, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	h, err := s.cache.Reload(ctx, e.Key)
+	if err != nil {
+		return s.fill(ctx, t, hot)
+	}
+	if t.stored != nil {
+		t.stored(h.Entry)
+	}
+	return &answer{hot: h, state: Hit, status: `hit; detail="filled by another replica"`}, nil
 }
 
 // fill fetches t from the upstreams, verifies and stores it. old is the stale

@@ -22,6 +22,34 @@ type Metrics struct {
 	StoreErrors      *prometheus.CounterVec
 	PatternIndex     prometheus.Gauge
 	SyncLastSuccess  *prometheus.GaugeVec
+	fleetWatched     bool
+}
+
+// WatchFleet adds the shared bucket's health to the metrics:
+// regmirror_blob_store_up (1 for the local disk store) and the bucket's errors.
+func (m *Metrics) WatchFleet(f *cache.S3) {
+	if m.fleetWatched {
+		return
+	}
+	m.fleetWatched = true
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "regmirror_blob_store_up", Help: "1 when the blob store answers (always 1 for the local disk store).",
+	}, func() float64 {
+		if f == nil || f.Up() {
+			return 1
+		}
+		return 0
+	}))
+	if f != nil {
+		m.Registry.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regmirror_blob_store_fail_open_total",
+				Help: "Misses fetched from the upstream directly because the shared bucket did not answer."},
+				func() float64 { return float64(f.Stats().FillFailOpen) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "regmirror_blob_store_shared_fills_total",
+				Help: "Misses answered from an entry another replica filled."},
+				func() float64 { return float64(f.Stats().FillShared) }),
+		)
+	}
 }
 
 // NewMetrics registers every series; the cache gauges read c when scraped.

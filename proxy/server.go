@@ -30,6 +30,9 @@ type Options struct {
 	Metrics  *Metrics
 	Logger   *slog.Logger
 	Version  string
+	// Fleet is the shared bucket when replicas share one (nil: local disk). Fills
+	// then take a lease in it, so the fleet fetches each object once.
+	Fleet *cache.S3
 }
 
 // Server answers both APIs and the mirror's own endpoints.
@@ -43,6 +46,7 @@ type Server struct {
 	version  string
 	started  time.Time
 	limits   refpack.Limits
+	fleet    *cache.S3
 
 	fills singleflight.Group
 	mux   *http.ServeMux
@@ -61,7 +65,7 @@ func New(o Options) *Server {
 	}
 	s := &Server{
 		cfg: o.Config, cache: o.Cache, refpack: o.RefPack, hydrilla: o.Hydrilla,
-		metrics: o.Metrics, log: o.Logger, version: o.Version, started: time.Now(),
+		metrics: o.Metrics, log: o.Logger, version: o.Version, started: time.Now(), fleet: o.Fleet,
 	}
 	s.limits = refpack.Limits{
 		MaxEntries:           o.Config.ZipMaxEntries,

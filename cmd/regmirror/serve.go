@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"net/url"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,6 +30,7 @@ type mirror struct {
 	cfg      *config.Config
 	log      *slog.Logger
 	cache    *cache.Cache
+	fleet    *cache.S3 // the shared bucket, or nil for the local disk store
 	metrics  *proxy.Metrics
 	refpack  *upstream.Pool
 	hydrilla *upstream.Pool
@@ -49,18 +52,43 @@ func openMirror(ctx context.Context, cfg *config.Config, log *slog.Logger) (*mir
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
-	store, err := cache.OpenDisk(dir)
-	if err != nil {
-		return nil, fmt.Errorf("data: %w", err)
+	var store cache.Store
+	var tmp string
+	var fleet *cache.S3
+	diskBytes := cfg.DiskCacheSize
+	if cfg.BlobStore != "" {
+		u, err := url.Parse(cfg.BlobStore)
+		if err != nil {
+			return nil, fmt.Errorf("blob-store: %w", err)
+		}
+		fleet, err = cache.OpenS3(ctx, cache.S3Options{
+			Bucket: u.Host, Prefix: strings.Trim(u.Path, "/"), Endpoint: cfg.S3Endpoint, Region: cfg.S3Region,
+			PathStyle: cfg.S3PathStyle, LocalDir: filepath.Join(dir, "s3-local"), LocalBytes: cfg.DiskCacheSize,
+			LeaseTTL: cfg.S3LeaseTTL, Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("blob-store %s: %w", cfg.BlobStore, err)
+		}
+		// The bucket is shared: eviction must never delete from it. The
+		// replica's local tier has its own bound (LocalBytes).
+		store, tmp, diskBytes = fleet, fleet.TempDir(), 0
+	} else {
+		d, err := cache.OpenDisk(dir)
+		if err != nil {
+			return nil, fmt.Errorf("data: %w", err)
+		}
+		store, tmp = d, d.TempDir()
 	}
-	c, err := cache.New(ctx, store, store.TempDir(), cache.Options{
-		MemoryBytes: cfg.MemoryCacheSize, MemoryMaxItem: cfg.MemoryMaxItem, DiskBytes: cfg.DiskCacheSize, Logger: log,
+	c, err := cache.New(ctx, store, tmp, cache.Options{
+		MemoryBytes: cfg.MemoryCacheSize, MemoryMaxItem: cfg.MemoryMaxItem, DiskBytes: diskBytes, Logger: log,
 	})
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	m := &mirror{cfg: cfg, log: log, cache: c, metrics: proxy.NewMetrics(c)}
+	m := &mirror{cfg: cfg, log: log, cache: c, fleet: fleet}
+	m.metrics = proxy.NewMetrics(c)
+	m.metrics.WatchFleet(fleet)
 	opts := upstream.Options{
 		ConnectTimeout: cfg.UpstreamConnectTimeout, HeaderTimeout: cfg.UpstreamHeaderTimeout,
 		MaxFails: cfg.MaxFails, FailTimeout: cfg.FailTimeout, UserAgent: userAgent(), Offline: cfg.Offline,
@@ -94,6 +122,19 @@ func openMirror(ctx context.Context, cfg *config.Config, log *slog.Logger) (*mir
 	return m, nil
 }
 
+// removeUnnamedBlobs clears what a crash between blob and entry left, on the
+// local disk store only: in a shared bucket another replica may be between
+// those two steps.
+func (m *mirror) removeUnnamedBlobs(ctx context.Context) error {
+	if m.fleet != nil {
+		return nil
+	}
+	if _, err := m.cache.RemoveUnnamedBlobs(ctx); err != nil {
+		return fmt.Errorf("data: %w", err)
+	}
+	return nil
+}
+
 func (m *mirror) observe(u *upstream.Upstream, result string, d time.Duration) {
 	m.metrics.UpstreamRequests.WithLabelValues(u.Base, result).Inc()
 	if d > 0 {
@@ -120,12 +161,12 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	defer m.cache.Close()
-	if _, err := m.cache.RemoveUnnamedBlobs(ctx); err != nil {
-		return fmt.Errorf("data: %w", err)
+	if err := m.removeUnnamedBlobs(ctx); err != nil {
+		return err
 	}
 	srv := proxy.New(proxy.Options{
 		Config: cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla,
-		Metrics: m.metrics, Logger: log, Version: versionString(),
+		Metrics: m.metrics, Logger: log, Version: versionString(), Fleet: m.fleet,
 	})
 	if err := srv.Load(ctx); err != nil {
 		return err

@@ -48,10 +48,10 @@ func syncCmd(c *cli.Context) error {
 		return err
 	}
 	defer m.cache.Close()
-	if _, err := m.cache.RemoveUnnamedBlobs(ctx); err != nil {
-		return fmt.Errorf("data: %w", err)
+	if err := m.removeUnnamedBlobs(ctx); err != nil {
+		return err
 	}
-	srv := proxy.New(proxy.Options{Config: cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla, Metrics: m.metrics, Logger: log})
+	srv := proxy.New(proxy.Options{Config: cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla, Metrics: m.metrics, Logger: log, Fleet: m.fleet})
 	if err := srv.Load(ctx); err != nil {
 		return err
 	}
