@@ -166,6 +166,21 @@ func (g *gateway) Pause(stop bool) {
 	if err := g.cmd.Process.Signal(sig); err != nil {
 		g.t.Fatal(err)
 	}
+	if !stop {
+		return
+	}
+	// kill(2) returns before every thread has stopped; a request sent in that
+	// window would still be answered. Wait until the kernel says stopped.
+	stat := fmt.Sprintf("/proc/%d/stat", g.cmd.Process.Pid)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return
+		}
+		if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) && (b[i+2] == 'T' || b[i+2] == 't') {
+			return
+		}
+	}
 }
 
 func (g *gateway) output() string {
