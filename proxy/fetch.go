@@ -265,6 +265,14 @@ func (s *Server) fleetFill(ctx context.Context, t *target, hot *cache.Hot) (*ans
 // fill fetches t from the upstreams, verifies and stores it. old is the stale
 // entry being revalidated, if any.
 func (s *Server) fill(ctx context.Context, t *target, old *cache.Hot) (*answer, error) {
+	gen := s.writeGen.Load()
+	// A write that succeeded while this fill ran may have made its answer old:
+	// store it, but already stale, so the next read asks again.
+	ageIfWritten := func(e *cache.Entry) {
+		if e.Class == cache.Mutable && s.writeGen.Load() != gen {
+			e.FetchedAt = time.Now().Add(-s.cfg.MetadataMaxAge - time.Second)
+		}
+	}
 	hdr := http.Header{}
 	if old != nil && old.Entry.Class == cache.Mutable && old.Entry.Status == http.StatusOK {
 		if old.Entry.ETag != "" {
@@ -294,6 +302,7 @@ func (s *Server) fill(ctx context.Context, t *target, old *cache.Hot) (*answer, 
 		e := *old.Entry
 		e.FetchedAt = time.Now()
 		e.Pinned = e.Pinned || t.pin
+		ageIfWritten(&e)
 		hot, err := s.cache.Put(ctx, &e, nil)
 		if err != nil {
 			s.metrics.StoreErrors.WithLabelValues("write").Inc()
@@ -351,6 +360,7 @@ func (s *Server) fill(ctx context.Context, t *target, old *cache.Hot) (*answer, 
 		ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"),
 		Upstream: resp.Upstream.Base, Pinned: t.pin, Meta: meta,
 	}
+	ageIfWritten(e)
 	hot, err := s.cache.Put(ctx, e, st)
 	if err != nil {
 		s.metrics.StoreErrors.WithLabelValues("write").Inc()

@@ -31,6 +31,9 @@ func (s *Server) Handler() http.Handler {
 		}
 		d := time.Since(start)
 		api, route := classify(r.URL.Path)
+		if api == "refpack" && route == "list" && r.Method == http.MethodPost {
+			route = "push"
+		}
 		xc := rec.Header().Get("X-Cache")
 		if xc == "" {
 			xc = "NONE"

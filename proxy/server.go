@@ -35,6 +35,9 @@ type Options struct {
 	Fleet *cache.S3
 }
 
+// maxConcurrentUploads bounds pushes spooled at once (each up to max-upload-size).
+const maxConcurrentUploads = 4
+
 // Server answers both APIs and the mirror's own endpoints.
 type Server struct {
 	cfg      *config.Config
@@ -53,6 +56,10 @@ type Server struct {
 	hy    *catalogue
 	ready atomic.Bool
 	stat  statusState // what the status page shows beyond the metrics
+	// writeGen counts successful writes; a fill that saw it change stores its
+	// (possibly pre-write) answer already stale.
+	writeGen atomic.Uint64
+	uploads  chan struct{} // a slot per push being spooled and checked
 }
 
 // New builds a Server.
@@ -67,6 +74,7 @@ func New(o Options) *Server {
 		cfg: o.Config, cache: o.Cache, refpack: o.RefPack, hydrilla: o.Hydrilla,
 		metrics: o.Metrics, log: o.Logger, version: o.Version, started: time.Now(), fleet: o.Fleet,
 	}
+	s.uploads = make(chan struct{}, maxConcurrentUploads)
 	s.limits = refpack.Limits{
 		MaxEntries:           o.Config.ZipMaxEntries,
 		MaxTotalUncompressed: o.Config.ZipMaxUncompressed,

@@ -260,6 +260,12 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 	if err != nil {
 		return nil, &Error{Upstream: u.Base, Err: err}
 	}
+	// A spooled upload (*io.SectionReader) goes with its length, not chunked.
+	if sz, ok := body.(interface{ Size() int64 }); ok && req.ContentLength == 0 {
+		if req.ContentLength = sz.Size(); req.ContentLength == 0 {
+			req.Body = http.NoBody
+		}
+	}
 	for k, vs := range hdr {
 		req.Header[k] = vs
 	}
