@@ -43,6 +43,12 @@ func startMirrorB(b *testing.B, refpackUps []string, opts ...mirrorOpt) *mirror 
 }
 
 func startMirrorTB(t testing.TB, dir string, refpackUps, hydrillaUps []string, opts ...mirrorOpt) *mirror {
+	return startMirrorLogged(t, io.Discard, dir, refpackUps, hydrillaUps, opts...)
+}
+
+// startMirrorLogged is the one way tests build a mirror; its log lines (debug
+// level) go to logw.
+func startMirrorLogged(t testing.TB, logw io.Writer, dir string, refpackUps, hydrillaUps []string, opts ...mirrorOpt) *mirror {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -58,7 +64,7 @@ func startMirrorTB(t testing.TB, dir string, refpackUps, hydrillaUps []string, o
 	for _, o := range opts {
 		o(&cfg)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store, err := cache.OpenDisk(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +94,9 @@ func startMirrorTB(t testing.TB, dir string, refpackUps, hydrillaUps []string, o
 	if err := m.srv.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(m.srv.Handler())
+	hs := httptest.NewUnstartedServer(m.srv.Handler())
+	hs.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	hs.Start()
 	m.URL = hs.URL
 	t.Cleanup(func() {
 		hs.Close()

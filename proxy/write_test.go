@@ -51,60 +51,7 @@ func (s *syncBuffer) String() string {
 // cache, at debug level) written to logw.
 func startLoggedMirror(t *testing.T, logw io.Writer, dir string, refpackUps, hydrillaUps []string, opts ...mirrorOpt) *mirror {
 	t.Helper()
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	cfg := config.Default()
-	cfg.Data = dir
-	cfg.RefPackUpstreams = refpackUps
-	cfg.HydrillaUpstreams = hydrillaUps
-	cfg.UpstreamTimeout = 10 * time.Second
-	cfg.UpstreamHeaderTimeout = 5 * time.Second
-	cfg.UpstreamConnectTimeout = 2 * time.Second
-	cfg.MemoryCacheSize = 16 << 20
-	for _, o := range opts {
-		o(&cfg)
-	}
-	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store, err := cache.OpenDisk(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := cache.New(context.Background(), store, store.TempDir(), cache.Options{
-		MemoryBytes: cfg.MemoryCacheSize, MemoryMaxItem: cfg.MemoryMaxItem, DiskBytes: cfg.DiskCacheSize, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &mirror{t: t, cache: c, dir: dir, cfg: &cfg}
-	m.metrics = proxy.NewMetrics(c)
-	uopts := upstream.Options{ConnectTimeout: cfg.UpstreamConnectTimeout, HeaderTimeout: cfg.UpstreamHeaderTimeout,
-		MaxFails: cfg.MaxFails, FailTimeout: cfg.FailTimeout, UserAgent: "regmirror/test", Offline: cfg.Offline,
-		Observe: func(u *upstream.Upstream, result string, d time.Duration) {
-			m.metrics.UpstreamRequests.WithLabelValues(u.Base, result).Inc()
-		}}
-	rp, err := upstream.NewPool("refpack", refpackUps, uopts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hy, err := upstream.NewPool("hydrilla", hydrillaUps, uopts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.srv = proxy.New(proxy.Options{Config: &cfg, Cache: c, RefPack: rp, Hydrilla: hy, Metrics: m.metrics, Logger: log, Version: "test"})
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := m.srv.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(m.srv.Handler())
-	hs.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	hs.Start()
-	m.URL = hs.URL
-	t.Cleanup(func() {
-		hs.Close()
-		cancel()
-		c.Close()
-	})
-	return m
+	return startMirrorLogged(t, logw, dir, refpackUps, hydrillaUps, opts...)
 }
 
 func withUploadLimit(n int64) mirrorOpt { return func(c *config.Config) { c.MaxUploadSize = n } }
