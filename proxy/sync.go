@@ -45,6 +45,26 @@ type SyncResult struct {
 	Err           error // the upstream's catalogue could not be read
 }
 
+// tally counts one object's outcome: failed, already held, or fetched (as an
+// item, or as a file/document when secondary). Callers serialise calls.
+func (r *SyncResult) tally(what string, a *answer, err error, secondary bool) {
+	switch {
+	case err != nil:
+		r.Failed = append(r.Failed, fmt.Sprintf("%s: %v", what, err))
+	case a.relay != nil || a.hot.Entry.Status != http.StatusOK || a.state == Stale:
+		r.Failed = append(r.Failed, fmt.Sprintf("%s: %s", what, describe(a)))
+	case a.state == Hit:
+		r.Held++
+	default:
+		r.Bytes += a.hot.Entry.Size
+		if secondary {
+			r.Files++
+		} else {
+			r.Items++
+		}
+	}
+}
+
 // OK reports whether nothing failed.
 func (r *SyncResult) OK() bool { return r.Err == nil && len(r.Failed) == 0 }
 
@@ -98,21 +118,7 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 	record := func(kind, what string, a *answer, err error) {
 		mu.Lock()
 		defer mu.Unlock()
-		switch {
-		case err != nil:
-			res.Failed = append(res.Failed, fmt.Sprintf("%s: %v", what, err))
-		case a.relay != nil || a.hot.Entry.Status != http.StatusOK || a.state == Stale:
-			res.Failed = append(res.Failed, fmt.Sprintf("%s: %s", what, describe(a)))
-		case a.state == Hit:
-			res.Held++
-		default:
-			res.Bytes += a.hot.Entry.Size
-			if kind == "item" {
-				res.Items++
-			} else {
-				res.Files++
-			}
-		}
+		res.tally(what, a, err, kind != "item")
 	}
 	files := map[string]bool{}
 	var fileList []string

@@ -47,21 +47,7 @@ func (s *Server) syncRefPackOne(ctx context.Context, up *upstream.Upstream, o Sy
 	note := func(what string, a *answer, err error, doc bool) {
 		mu.Lock()
 		defer mu.Unlock()
-		switch {
-		case err != nil:
-			res.Failed = append(res.Failed, fmt.Sprintf("%s: %v", what, err))
-		case a.relay != nil || a.hot.Entry.Status != http.StatusOK || a.state == Stale:
-			res.Failed = append(res.Failed, fmt.Sprintf("%s: %s", what, describe(a)))
-		case a.state == Hit:
-			res.Held++
-		default:
-			res.Bytes += a.hot.Entry.Size
-			if doc {
-				res.Files++
-			} else {
-				res.Items++
-			}
-		}
+		res.tally(what, a, err, doc)
 	}
 	progress := func(what string, more int) {
 		mu.Lock()
