@@ -122,6 +122,22 @@ func openMirror(ctx context.Context, cfg *config.Config, log *slog.Logger) (*mir
 	return m, nil
 }
 
+// server clears what an interrupted run left and builds the loaded server that
+// serve and sync share.
+func (m *mirror) server(ctx context.Context) (*proxy.Server, error) {
+	if err := m.removeUnnamedBlobs(ctx); err != nil {
+		return nil, err
+	}
+	srv := proxy.New(proxy.Options{
+		Config: m.cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla,
+		Metrics: m.metrics, Logger: m.log, Version: versionString(), Fleet: m.fleet,
+	})
+	if err := srv.Load(ctx); err != nil {
+		return nil, err
+	}
+	return srv, nil
+}
+
 // removeUnnamedBlobs clears what a crash between blob and entry left, on the
 // local disk store only: in a shared bucket another replica may be between
 // those two steps.
@@ -161,14 +177,8 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	defer m.cache.Close()
-	if err := m.removeUnnamedBlobs(ctx); err != nil {
-		return err
-	}
-	srv := proxy.New(proxy.Options{
-		Config: cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla,
-		Metrics: m.metrics, Logger: log, Version: versionString(), Fleet: m.fleet,
-	})
-	if err := srv.Load(ctx); err != nil {
+	srv, err := m.server(ctx)
+	if err != nil {
 		return err
 	}
 	if cfg.SyncInterval > 0 {

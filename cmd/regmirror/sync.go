@@ -48,11 +48,8 @@ func syncCmd(c *cli.Context) error {
 		return err
 	}
 	defer m.cache.Close()
-	if err := m.removeUnnamedBlobs(ctx); err != nil {
-		return err
-	}
-	srv := proxy.New(proxy.Options{Config: cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla, Metrics: m.metrics, Logger: log, Fleet: m.fleet})
-	if err := srv.Load(ctx); err != nil {
+	srv, err := m.server(ctx)
+	if err != nil {
 		return err
 	}
 	opts := proxy.SyncOptions{
