@@ -68,12 +68,14 @@ type Config struct {
 // Default returns the configuration of `regmirror serve` with no flags.
 func Default() Config {
 	return Config{
-		Listen:                 DefaultListen,
-		Data:                   DefaultData,
-		RefPackUpstreams:       []string{DefaultRefPackUpstream},
-		HydrillaUpstreams:      []string{DefaultHydrillaUpstream},
-		MemoryCacheSize:        256 << 20,
-		MemoryMaxItem:          1 << 20,
+		Listen:            DefaultListen,
+		Data:              DefaultData,
+		RefPackUpstreams:  []string{DefaultRefPackUpstream},
+		HydrillaUpstreams: []string{DefaultHydrillaUpstream},
+		MemoryCacheSize:   256 << 20,
+		// Larger bodies are served from their file with sendfile, which beat
+		// copying them from memory in bench/run.sh (1 MiB: 1.21× vs 0.95× nginx).
+		MemoryMaxItem:          64 << 10,
 		MetadataMaxAge:         60 * time.Second,
 		NegativeMaxAge:         30 * time.Second,
 		UpstreamConnectTimeout: 5 * time.Second,
