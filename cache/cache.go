@@ -26,6 +26,12 @@ type Options struct {
 	DiskBytes int64
 	// Logger receives eviction and integrity events.
 	Logger *slog.Logger
+	// SweepUnnamedBlobs removes, once the start-up accounting has read the
+	// index, blobs no entry names: what a process killed between committing a
+	// blob and recording its entry left. Only for a store this process has to
+	// itself (the disk store holds the index lock); in a shared bucket another
+	// replica may be between those two steps.
+	SweepUnnamedBlobs bool
 }
 
 // Hot is what a lookup returns: the entry and, for small bodies, the bytes.
@@ -58,6 +64,7 @@ type Cache struct {
 	evictions atomic.Int64
 	loaded    chan struct{}   // closed when the start-up accounting is done
 	deleted   map[string]bool // keys deleted while it runs; nil after
+	pending   map[string]int  // digests committed whose entry is not yet accounted
 }
 
 // New opens the cache over store. tmpDir is where bodies are staged; it must be
@@ -72,7 +79,7 @@ func New(ctx context.Context, store Store, tmpDir string, opts Options) (*Cache,
 	c := &Cache{
 		store: store, tmpDir: tmpDir, opts: opts, log: opts.Logger,
 		lastUse: map[string]int64{}, keys: map[string]string{}, refs: map[string]int{},
-		readers: map[string]int{}, blobSize: map[string]int64{},
+		readers: map[string]int{}, blobSize: map[string]int64{}, pending: map[string]int{},
 	}
 	if opts.MemoryBytes > 0 {
 		counters := opts.MemoryBytes / 100
@@ -120,8 +127,44 @@ func (c *Cache) loadAccounting(ctx context.Context) {
 	c.mu.Unlock()
 	if err != nil {
 		c.log.Error("load index for size accounting", "err", err)
+		return
+	}
+	if c.opts.SweepUnnamedBlobs {
+		c.sweepUnnamedBlobs(ctx)
 	}
 	c.evict(ctx)
+}
+
+// sweepUnnamedBlobs deletes blobs that no accounted entry names and no fill is
+// about to name.
+func (c *Cache) sweepUnnamedBlobs(ctx context.Context) {
+	var orphans []string
+	err := c.store.Blobs(ctx, func(d string, _ int64) error {
+		c.mu.Lock()
+		unnamed := c.refs[d] == 0 && c.pending[d] == 0
+		c.mu.Unlock()
+		if unnamed {
+			orphans = append(orphans, d)
+		}
+		return nil
+	})
+	if err != nil {
+		c.log.Error("sweep unnamed blobs", "err", err)
+		return
+	}
+	for _, d := range orphans {
+		c.mu.Lock()
+		still := c.refs[d] == 0 && c.pending[d] == 0
+		c.mu.Unlock()
+		if !still {
+			continue
+		}
+		if err := c.store.DeleteBlob(ctx, d); err != nil {
+			c.log.Error("sweep unnamed blobs", "digest", d, "err", err)
+			return
+		}
+		c.log.Info("removed a blob no entry names (left by an interrupted write)", "digest", d)
+	}
 }
 
 // accountingWalk reads only what size accounting needs of each entry when the
@@ -143,33 +186,6 @@ func (c *Cache) accountingWalk(ctx context.Context, fn func(*Entry) error) error
 		}
 		return fn(&Entry{Key: e.Key, Digest: e.Digest, Size: e.Size, FetchedAt: e.FetchedAt})
 	})
-}
-
-// RemoveUnnamedBlobs deletes blobs no entry names: what a process killed
-// between committing a blob and recording its entry leaves behind. Only for a
-// store this process has to itself (the disk store holds the index lock); a
-// shared bucket's other replicas may be between those two steps.
-func (c *Cache) RemoveUnnamedBlobs(ctx context.Context) (int, error) {
-	named := map[string]bool{}
-	if err := c.store.Entries(ctx, func(e *Entry) error { named[e.Digest] = true; return nil }); err != nil {
-		return 0, err
-	}
-	var orphans []string
-	if err := c.store.Blobs(ctx, func(d string, _ int64) error {
-		if !named[d] {
-			orphans = append(orphans, d)
-		}
-		return nil
-	}); err != nil {
-		return 0, err
-	}
-	for i, d := range orphans {
-		if err := c.store.DeleteBlob(ctx, d); err != nil {
-			return i, err
-		}
-		c.log.Info("removed a blob no entry names (left by an interrupted write)", "digest", d)
-	}
-	return len(orphans), nil
 }
 
 // Reload drops key from the memory tier and looks it up in the store again:
@@ -280,6 +296,18 @@ func (c *Cache) Put(ctx context.Context, e *Entry, s *Staged) (*Hot, error) {
 			// Keep the bytes for the memory tier before the staged file is moved.
 			body, _ = io.ReadAll(s.Reader())
 		}
+		// Between the commit and the accounting below the blob is named by no
+		// entry; the orphan sweep must leave it alone.
+		c.mu.Lock()
+		c.pending[e.Digest]++
+		c.mu.Unlock()
+		defer func() {
+			c.mu.Lock()
+			if c.pending[e.Digest]--; c.pending[e.Digest] <= 0 {
+				delete(c.pending, e.Digest)
+			}
+			c.mu.Unlock()
+		}()
 		if err := c.store.Commit(ctx, s); err != nil {
 			return nil, err
 		}

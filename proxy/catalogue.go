@@ -130,6 +130,7 @@ func (c *catalogue) loadItems(ctx context.Context, st cache.Store) error {
 						continue
 					}
 					if r.Meta.Identifier != "" {
+						r.Meta.Files = nil // sync reads them from the entry; memory is for the index
 						local[r.Key] = heldItem{meta: r.Meta, upstream: r.Upstream}
 					}
 				}
@@ -169,6 +170,7 @@ func (s *Server) noteItem(e *cache.Entry) {
 	if !ok {
 		return
 	}
+	m.Files = nil
 	s.hy.mu.Lock()
 	s.hy.items[e.Key] = heldItem{meta: m, upstream: e.Upstream}
 	s.hy.mu.Unlock()

@@ -81,6 +81,7 @@ func openMirror(ctx context.Context, cfg *config.Config, log *slog.Logger) (*mir
 	}
 	c, err := cache.New(ctx, store, tmp, cache.Options{
 		MemoryBytes: cfg.MemoryCacheSize, MemoryMaxItem: cfg.MemoryMaxItem, DiskBytes: diskBytes, Logger: log,
+		SweepUnnamedBlobs: fleet == nil,
 	})
 	if err != nil {
 		store.Close()
@@ -122,12 +123,8 @@ func openMirror(ctx context.Context, cfg *config.Config, log *slog.Logger) (*mir
 	return m, nil
 }
 
-// server clears what an interrupted run left and builds the loaded server that
-// serve and sync share.
+// server builds the loaded server that serve and sync share.
 func (m *mirror) server(ctx context.Context) (*proxy.Server, error) {
-	if err := m.removeUnnamedBlobs(ctx); err != nil {
-		return nil, err
-	}
 	srv := proxy.New(proxy.Options{
 		Config: m.cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla,
 		Metrics: m.metrics, Logger: m.log, Version: versionString(), Fleet: m.fleet,
@@ -136,19 +133,6 @@ func (m *mirror) server(ctx context.Context) (*proxy.Server, error) {
 		return nil, err
 	}
 	return srv, nil
-}
-
-// removeUnnamedBlobs clears what a crash between blob and entry left, on the
-// local disk store only: in a shared bucket another replica may be between
-// those two steps.
-func (m *mirror) removeUnnamedBlobs(ctx context.Context) error {
-	if m.fleet != nil {
-		return nil
-	}
-	if _, err := m.cache.RemoveUnnamedBlobs(ctx); err != nil {
-		return fmt.Errorf("data: %w", err)
-	}
-	return nil
 }
 
 func (m *mirror) observe(u *upstream.Upstream, result string, d time.Duration) {
