@@ -289,6 +289,9 @@ func (s *S3) Stats() S3Stats {
 		FillShared: s.leaseShared.Load(), FillFailOpen: s.leaseFailOpen.Load()}
 }
 
+// Shared implements SharedStore: every replica writes the bucket.
+func (s *S3) Shared() bool { return true }
+
 // Up reports whether the last request reached the bucket.
 func (s *S3) Up() bool { return s.up.Load() }
 
@@ -398,13 +401,35 @@ func (s *S3) op(ctx context.Context, f func(context.Context) error) error {
 	return s.classify(ctx, err)
 }
 
-// Entry implements Store.
+// Entry implements Store. The record read is also kept in the local tier:
+// while the bucket is unreachable, a record whose blob the local tier holds
+// is answered from there (fail open: this replica keeps serving what it has).
 func (s *S3) Entry(ctx context.Context, key string) (*Entry, error) {
-	return s.entryAt(ctx, key, s.entryKey(key))
+	e, rec, err := s.readEntry(ctx, key, s.entryKey(key))
+	switch {
+	case err == nil:
+		s.local.putEntry(key, rec)
+	case errors.Is(err, ErrNotFound):
+		s.local.dropEntry(key)
+	case errors.Is(err, ErrStoreUnavailable):
+		if rec, ok := s.local.entry(key); ok {
+			le := new(Entry)
+			if json.Unmarshal(rec, le) == nil && le.Key == key && (le.Digest == "" || s.local.has(le.Digest)) {
+				return le, nil
+			}
+		}
+	}
+	return e, err
 }
 
 // entryAt reads the entry record at an object key.
 func (s *S3) entryAt(ctx context.Context, key, objKey string) (*Entry, error) {
+	e, _, err := s.readEntry(ctx, key, objKey)
+	return e, err
+}
+
+// readEntry reads the entry record at an object key and returns its JSON too.
+func (s *S3) readEntry(ctx context.Context, key, objKey string) (*Entry, []byte, error) {
 	var body []byte
 	err := s.op(ctx, func(ctx context.Context) error {
 		out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.opts.Bucket, Key: &objKey})
@@ -416,13 +441,13 @@ func (s *S3) entryAt(ctx context.Context, key, objKey string) (*Entry, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("entry %q: %w", key, err)
+		return nil, nil, fmt.Errorf("entry %q: %w", key, err)
 	}
 	e := new(Entry)
 	if err := json.Unmarshal(body, e); err != nil {
-		return nil, fmt.Errorf("entry %q: %w", key, err)
+		return nil, nil, fmt.Errorf("entry %q: %w", key, err)
 	}
-	return e, nil
+	return e, body, nil
 }
 
 // PutEntry implements Store.
@@ -442,6 +467,7 @@ func (s *S3) PutEntry(ctx context.Context, e *Entry) error {
 	if err != nil {
 		return fmt.Errorf("put entry %q: %w", e.Key, err)
 	}
+	s.local.putEntry(e.Key, v)
 	return nil
 }
 
@@ -454,6 +480,7 @@ func (s *S3) DeleteEntry(ctx context.Context, key string) error {
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("delete entry %q: %w", key, err)
 	}
+	s.local.dropEntry(key)
 	return nil
 }
 

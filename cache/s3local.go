@@ -44,7 +44,7 @@ type localBlob struct {
 
 func openS3Local(dir string, limit int64) (*s3Local, error) {
 	l := &s3Local{dir: dir, limit: limit, lru: list.New(), byDigest: map[string]*list.Element{}}
-	for _, sub := range []string{"blobs", "tmp"} {
+	for _, sub := range []string{"blobs", "tmp", "entries"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
 			return nil, fmt.Errorf("local tier: %w", err)
 		}
@@ -254,3 +254,38 @@ func (l *s3Local) remove(digest string) {
 	}
 	os.Remove(l.path(digest))
 }
+
+// The local tier also keeps a copy of the entry records this replica read or
+// wrote, so that while the bucket is unreachable it still answers what it
+// holds: <dir>/entries/<encoded key>.
+
+func (l *s3Local) entryPath(key string) string {
+	return filepath.Join(l.dir, "entries", encodeKey(key))
+}
+
+// putEntry records an entry's JSON (temporary file, then rename).
+func (l *s3Local) putEntry(key string, rec []byte) {
+	f, err := os.CreateTemp(l.tmpDir(), "entry-*")
+	if err != nil {
+		return
+	}
+	_, werr := f.Write(rec)
+	if cerr := f.Close(); werr != nil || cerr != nil || os.Rename(f.Name(), l.entryPath(key)) != nil {
+		os.Remove(f.Name())
+	}
+}
+
+// entry returns the local copy of key's record.
+func (l *s3Local) entry(key string) ([]byte, bool) {
+	rec, err := os.ReadFile(l.entryPath(key))
+	return rec, err == nil
+}
+
+func (l *s3Local) has(digest string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.byDigest[digest]
+	return ok
+}
+
+func (l *s3Local) dropEntry(key string) { os.Remove(l.entryPath(key)) }

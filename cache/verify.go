@@ -40,10 +40,21 @@ func Verify(ctx context.Context, st Store, repair bool) ([]Problem, error) {
 	if err != nil {
 		return nil, fmt.Errorf("walk blobs: %w", err)
 	}
+	shared := isShared(st)
 	named := map[string]bool{}
 	var drop []string
 	err = st.Entries(ctx, func(e *Entry) error {
 		named[e.Digest] = true
+		if _, ok := sizes[e.Digest]; !ok && shared {
+			// On a shared store the blob may have been committed by another
+			// process after the blob walk: look again before judging.
+			if err := hashBlob(ctx, st, e.Digest); err == nil {
+				sizes[e.Digest] = e.Size
+			} else if !errors.Is(err, ErrNotFound) {
+				bad[e.Digest] = err.Error()
+				sizes[e.Digest] = -1
+			}
+		}
 		switch size, ok := sizes[e.Digest]; {
 		case !ok:
 			problems = append(problems, Problem{e.Key, e.Digest, "blob is missing"})
@@ -62,6 +73,11 @@ func Verify(ctx context.Context, st Store, repair bool) ([]Problem, error) {
 	}
 	var orphans []string
 	for d := range sizes {
+		if !named[d] && shared {
+			// Another process may be between committing this blob and
+			// recording its entry: neither a problem nor ours to delete.
+			continue
+		}
 		if !named[d] {
 			problems = append(problems, Problem{"", d, "no entry names it"})
 			orphans = append(orphans, d)
@@ -103,4 +119,13 @@ func hashBlob(ctx context.Context, st Store, digest string) error {
 		return errors.New("bytes do not match the digest")
 	}
 	return nil
+}
+
+// SharedStore is implemented by stores other processes write at the same time
+// (the S3 bucket of a fleet): a blob without an entry may be a fill in progress.
+type SharedStore interface{ Shared() bool }
+
+func isShared(st Store) bool {
+	sh, ok := st.(SharedStore)
+	return ok && sh.Shared()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"runtime"
 	"strings"
@@ -310,4 +311,49 @@ func (c *catalogue) newest(typ, id string) string {
 		}
 	}
 	return best
+}
+
+// refreshFromStore brings the catalogue up to date with the syncs other
+// processes recorded in a shared store (replicas, `regmirror sync`): when an
+// upstream's sync record there is newer than the one this replica knows, it
+// reads the item records again and rebuilds the index. One entry read per
+// upstream when nothing changed.
+func (c *catalogue) refreshFromStore(ctx context.Context, st cache.Store, bases []string) error {
+	newer := false
+	for _, base := range bases {
+		e, err := st.Entry(ctx, hySyncPrefix+base)
+		if errors.Is(err, cache.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		newer = newer || e.FetchedAt.After(c.syncs[base])
+		c.mu.Unlock()
+	}
+	if !newer {
+		return nil
+	}
+	fresh := newCatalogue(nil)
+	if err := fresh.loadItems(ctx, st); err != nil {
+		return err
+	}
+	syncs := map[string]time.Time{}
+	if err := cache.WalkPrefix(ctx, st, hySyncPrefix, func(e *cache.Entry) error {
+		syncs[strings.TrimPrefix(e.Key, hySyncPrefix)] = e.FetchedAt
+		return nil
+	}); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	maps.Copy(c.items, fresh.items)
+	for k, at := range syncs {
+		if at.After(c.syncs[k]) {
+			c.syncs[k] = at
+		}
+	}
+	c.mu.Unlock()
+	c.rebuild()
+	return nil
 }

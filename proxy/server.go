@@ -102,7 +102,36 @@ func (s *Server) Load(ctx context.Context) error {
 	}
 	s.ready.Store(true)
 	go s.hy.run(ctx)
+	if s.fleet != nil {
+		go s.refreshCatalogueEvery(ctx, fleetCatalogueRefresh)
+	}
 	return nil
+}
+
+// fleetCatalogueRefresh is how often a replica on a shared bucket looks for
+// syncs recorded there by other processes.
+const fleetCatalogueRefresh = 5 * time.Second
+
+// refreshCatalogueEvery keeps the Hydrilla catalogue (pattern index, held
+// lists, sync records) up to date with what other processes sync into the
+// shared bucket, until ctx ends.
+func (s *Server) refreshCatalogueEvery(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var bases []string
+		for _, u := range s.hydrilla.Upstreams() {
+			bases = append(bases, u.Base)
+		}
+		if err := s.hy.refreshFromStore(ctx, s.cache.Store(), bases); err != nil && ctx.Err() == nil {
+			s.log.Warn("refresh the Hydrilla catalogue from the shared bucket", "err", err)
+		}
+	}
 }
 
 // Metrics returns the server's metrics (for wiring upstream observers).

@@ -195,6 +195,23 @@ type statusReport struct {
 	PatternIndex  indexStatus      `json:"pattern_index"`
 	Syncs         []syncStatus     `json:"syncs"`
 	RecentErrors  []errorStatus    `json:"recent_errors"`
+	BlobStore     blobStoreStatus  `json:"blob_store"`
+}
+
+// blobStoreStatus is the store under the cache: the local disk, or the bucket
+// replicas share (design.md, "Scale past one machine").
+type blobStoreStatus struct {
+	Kind string `json:"kind"` // "disk" or "s3"
+	URL  string `json:"url,omitempty"`
+	Up   bool   `json:"up"`
+	// Errors counts requests to the bucket that failed (unreachable, slow, 5xx).
+	Errors int64 `json:"errors"`
+	// FailOpen counts misses fetched from the upstream without a lease (the
+	// bucket down or slow); SharedFills those answered by another replica's fill.
+	FailOpen    int64 `json:"fail_open"`
+	SharedFills int64 `json:"shared_fills"`
+	LocalBytes  int64 `json:"local_bytes"` // the replica's local tier of the bucket
+	LocalFiles  int64 `json:"local_files"`
 }
 
 type upstreamStatus struct {
@@ -328,6 +345,15 @@ func (s *Server) statusReport() *statusReport {
 			disk.LimitNote = "no limit"
 		}
 		r.Cache = cacheStatus{Tiers: []tierStatus{mem, disk}, Evictions: cs.Evictions}
+	}
+	r.BlobStore = blobStoreStatus{Kind: "disk", Up: true}
+	if s.fleet != nil {
+		fs := s.fleet.Stats()
+		r.BlobStore = blobStoreStatus{Kind: "s3", URL: s.cfg.BlobStore, Up: fs.Up, Errors: fs.Errors,
+			FailOpen: fs.FillFailOpen, SharedFills: fs.FillShared, LocalBytes: fs.LocalBytes, LocalFiles: fs.LocalFiles}
+		if s.cfg.S3Endpoint != "" {
+			r.BlobStore.URL += " at " + redactURL(s.cfg.S3Endpoint)
+		}
 	}
 	r.PatternIndex = indexStatus{Patterns: s.hy.index.Load().Len(), ItemVersions: s.hy.size()}
 
