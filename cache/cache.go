@@ -3,6 +3,8 @@ package cache
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"strconv"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +40,29 @@ type Options struct {
 type Hot struct {
 	Entry *Entry
 	Body  []byte // nil when the body is only in the store
+
+	prepOnce sync.Once
+	prepared http.Header
+}
+
+// Prepared is the header set a 200 answer of h carries (the replayed upstream
+// headers, a strong ETag, Content-Length, Accept-Ranges), built once and
+// shared: callers copy the map's entries but never change the value slices.
+func (h *Hot) Prepared() http.Header {
+	h.prepOnce.Do(func() {
+		p := make(http.Header, len(h.Entry.Header)+3)
+		for k, v := range h.Entry.Header {
+			p[k] = v
+		}
+		if _, ok := p["Content-Type"]; !ok {
+			p["Content-Type"] = nil // never sniff: the mirror does not rewrite what the upstream said
+		}
+		p["Etag"] = []string{h.Entry.StrongETag()}
+		p["Content-Length"] = []string{strconv.FormatInt(h.Entry.Size, 10)}
+		p["Accept-Ranges"] = []string{"bytes"}
+		h.prepared = p
+	})
+	return h.prepared
 }
 
 // hotOverhead is the memory cost charged for an entry beside its body.

@@ -89,7 +89,8 @@ func startMirrorLogged(t testing.TB, logw io.Writer, dir string, refpackUps, hyd
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.srv = proxy.New(proxy.Options{Config: &cfg, Cache: c, RefPack: rp, Hydrilla: hy, Metrics: m.metrics, Logger: log, Version: "test"})
+	m.srv = proxy.New(proxy.Options{Config: &cfg, Cache: c, RefPack: rp, Hydrilla: hy, Metrics: m.metrics, Logger: log, Version: "test",
+		AccessLog: proxy.NewAccessLog(logw, false)})
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := m.srv.Load(ctx); err != nil {
 		t.Fatal(err)

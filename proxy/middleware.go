@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,7 +42,12 @@ func (s *Server) Handler() http.Handler {
 		s.noteRequest(xc)
 		s.metrics.Requests.WithLabelValues(api, route, strconv.Itoa(rec.status), xc).Inc()
 		s.metrics.RequestDuration.WithLabelValues(api, xc).Observe(d.Seconds())
-		if s.log.Enabled(r.Context(), slog.LevelInfo) {
+		if s.access != nil {
+			if s.accessOn {
+				s.access.write(&accessLine{id: id, method: r.Method, path: r.URL.Path, status: rec.status,
+					bytes: rec.bytes, duration: d, cache: xc, upstream: info.upstream})
+			}
+		} else if s.log.Enabled(r.Context(), slog.LevelInfo) {
 			s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 				slog.String("id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
 				slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes), slog.Duration("duration", d),
@@ -64,10 +70,23 @@ func noteUpstream(r *http.Request, base string) {
 	}
 }
 
+// requestIDs are a random per-process prefix and a counter: unique, and cheap
+// enough for every request.
+var (
+	requestPrefix = func() string {
+		var b [4]byte
+		rand.Read(b[:])
+		return hex.EncodeToString(b[:])
+	}()
+	requestSeq atomic.Uint64
+)
+
 func requestID() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	var b [24]byte
+	out := append(b[:0], requestPrefix...)
+	out = append(out, '-')
+	out = strconv.AppendUint(out, requestSeq.Add(1), 36)
+	return string(out)
 }
 
 // classify names a request's API and route for metrics, from a bounded set so

@@ -84,7 +84,7 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 	q := r.URL.Query()
 	version := q.Get("version")
 	if version != "" {
-		if _, err := refpack.ParseVersion(version); err != nil {
+		if !refpack.ValidVersion(version) {
 			writeError(w, http.StatusBadRequest, refpack.ErrTitleInvalidVersion, refpack.MsgInvalidVersion)
 			return
 		}

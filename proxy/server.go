@@ -33,6 +33,8 @@ type Options struct {
 	// Fleet is the shared bucket when replicas share one (nil: local disk). Fills
 	// then take a lease in it, so the fleet fetches each object once.
 	Fleet *cache.S3
+	// AccessLog, when set, writes the access lines (else they go through Logger).
+	AccessLog *AccessLog
 }
 
 // maxConcurrentUploads bounds pushes spooled at once (each up to max-upload-size).
@@ -50,6 +52,8 @@ type Server struct {
 	started  time.Time
 	limits   refpack.Limits
 	fleet    *cache.S3
+	access   *AccessLog
+	accessOn bool // the logger's level lets access lines (info) through
 
 	fills singleflight.Group
 	mux   *http.ServeMux
@@ -73,6 +77,7 @@ func New(o Options) *Server {
 	s := &Server{
 		cfg: o.Config, cache: o.Cache, refpack: o.RefPack, hydrilla: o.Hydrilla,
 		metrics: o.Metrics, log: o.Logger, version: o.Version, started: time.Now(), fleet: o.Fleet,
+		access: o.AccessLog, accessOn: o.Logger.Enabled(context.Background(), slog.LevelInfo),
 	}
 	s.uploads = make(chan struct{}, maxConcurrentUploads)
 	s.limits = refpack.Limits{

@@ -3,7 +3,6 @@ package refpack
 import (
 	"errors"
 	"fmt"
-	"regexp"
 
 	"github.com/Masterminds/semver/v3"
 )
@@ -12,15 +11,10 @@ import (
 // strict SemVer.
 var ErrBadVersion = errors.New("invalid version")
 
-// semverRE is the regular expression published with SemVer 2.0.0. It is checked
-// before the library so that "v1.2.0", "1.2" and padded strings, which the
-// library's lenient parser would coerce, are refused whatever the library does.
-var semverRE = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
-
 // ParseVersion parses a strict SemVer MAJOR.MINOR.PATCH[-pre][+build] string.
 // Errors wrap ErrBadVersion.
 func ParseVersion(s string) (*semver.Version, error) {
-	if len(s) > semver.MaxVersionLen || !semverRE.MatchString(s) {
+	if !ValidVersion(s) {
 		return nil, fmt.Errorf("%w: %q is not a SemVer MAJOR.MINOR.PATCH[-pre][+build] string", ErrBadVersion, truncate(s, 80))
 	}
 	v, err := semver.StrictNewVersion(s)
@@ -30,6 +24,74 @@ func ParseVersion(s string) (*semver.Version, error) {
 	}
 	return v, nil
 }
+
+// ValidVersion reports whether s matches the grammar of SemVer 2.0.0 (the
+// regular expression published with it; a test holds them equal). It is
+// checked before the library so that "v1.2.0", "1.2" and padded strings, which
+// the library's lenient parser would coerce, are refused whatever the library
+// does, and it is written out by hand because it runs on every request.
+func ValidVersion(s string) bool {
+	if len(s) > semver.MaxVersionLen {
+		return false
+	}
+	rest, ok := numericDots(s, 3)
+	if !ok {
+		return false
+	}
+	if len(rest) > 0 && rest[0] == '-' {
+		if rest, ok = identifiers(rest[1:], true); !ok {
+			return false
+		}
+	}
+	if len(rest) > 0 && rest[0] == '+' {
+		if rest, ok = identifiers(rest[1:], false); !ok {
+			return false
+		}
+	}
+	return rest == ""
+}
+
+// numericDots consumes n dot-separated numbers without leading zeros.
+func numericDots(s string, n int) (string, bool) {
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			if s == "" || s[0] != '.' {
+				return s, false
+			}
+			s = s[1:]
+		}
+		j := 0
+		for j < len(s) && isDigit(s[j]) {
+			j++
+		}
+		if j == 0 || (j > 1 && s[0] == '0') {
+			return s, false
+		}
+		s = s[j:]
+	}
+	return s, true
+}
+
+// identifiers consumes dot-separated non-empty [0-9A-Za-z-] identifiers; for a
+// pre-release, a purely numeric one may not have a leading zero.
+func identifiers(s string, pre bool) (string, bool) {
+	for {
+		j, digits := 0, true
+		for j < len(s) && (isDigit(s[j]) || isASCIILetter(s[j]) || s[j] == '-') {
+			digits = digits && isDigit(s[j])
+			j++
+		}
+		if j == 0 || (pre && digits && j > 1 && s[0] == '0') {
+			return s, false
+		}
+		s = s[j:]
+		if s == "" || s[0] != '.' {
+			return s, true
+		}
+		s = s[1:]
+	}
+}
+
 
 // truncate keeps error messages about hostile input short.
 func truncate(s string, n int) string {

@@ -2,6 +2,7 @@ package refpack
 
 import (
 	"errors"
+	"regexp"
 	"testing"
 )
 
@@ -57,4 +58,36 @@ func TestLatest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// semverRE is the regular expression published with SemVer 2.0.0, the oracle
+// ValidVersion is held to.
+var semverRE = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
+
+func TestValidVersionEqualsTheSemVerRegexp(t *testing.T) {
+	for _, s := range []string{
+		"1.2.0", "0.0.0", "10.20.30", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-0.3.7", "1.0.0-x.7.z.92", "1.0.0-x-y-z.--",
+		"1.0.0+20130313144700", "1.0.0-beta+exp.sha.5114f85", "1.0.0+21AF26D3----117B344092BD", "1.0.0-0A.is.legal",
+		"1.2", "1", "1.2.3.4", "01.1.1", "1.01.1", "1.1.01", "1.2.3-0123", "1.2.3-0123.0123", "1.2.3-", "1.2.3+", "1.2.3-+",
+		"1.2.3-.1", "1.2.3-a..b", "1.2.3+a..b", "1.2.3-a.", "+1.2.3", "v1.2.3", " 1.2.3", "1.2.3 ", "1.2.3-é", "1.2.3+0123",
+		"1.2.3----RC-SNAPSHOT.12.9.1--.12+788", "1.2.3-00", "1.2.3-0", "1.2.3-01a", "", ".", "..", "1..2", "1.2.3\n",
+	} {
+		if got, want := ValidVersion(s), semverRE.MatchString(s); got != want {
+			t.Errorf("ValidVersion(%q) = %v, the SemVer regexp says %v", s, got, want)
+		}
+	}
+}
+
+func FuzzValidVersion(f *testing.F) {
+	for _, s := range []string{"1.2.0", "1.0.0-rc.1+build.5", "1.2.3-0123", "1.2.3+0123", "1.2.3-a..b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if len(s) > 256 {
+			return
+		}
+		if got, want := ValidVersion(s), semverRE.MatchString(s); got != want {
+			t.Fatalf("ValidVersion(%q) = %v, the SemVer regexp says %v", s, got, want)
+		}
+	})
 }

@@ -128,6 +128,7 @@ func (m *mirror) server(ctx context.Context) (*proxy.Server, error) {
 	srv := proxy.New(proxy.Options{
 		Config: m.cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla,
 		Metrics: m.metrics, Logger: m.log, Version: versionString(), Fleet: m.fleet,
+		AccessLog: proxy.NewAccessLog(os.Stderr, m.cfg.LogFormat == "json"),
 	})
 	if err := srv.Load(ctx); err != nil {
 		return nil, err
