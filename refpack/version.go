@@ -92,7 +92,6 @@ func identifiers(s string, pre bool) (string, bool) {
 	}
 }
 
-
 // truncate keeps error messages about hostile input short.
 func truncate(s string, n int) string {
 	if len(s) <= n {
