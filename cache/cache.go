@@ -79,17 +79,28 @@ type Cache struct {
 	log    *slog.Logger
 
 	mu       sync.Mutex
-	lastUse  map[string]int64  // key → unix nanos of last use, for LRU eviction
-	keys     map[string]string // key → digest of its blob
-	refs     map[string]int    // digest → number of entries naming it
+	keys     map[string]keyState  // every stored key: its blob and last use
+	blobs    map[string]blobState // every named blob
 	readers  map[string]int    // digest → open readers; such blobs are not evicted
-	blobSize map[string]int64  // digest → size
 	diskUsed int64
 
 	evictions atomic.Int64
 	loaded    chan struct{}   // closed when the start-up accounting is done
 	deleted   map[string]bool // keys deleted while it runs; nil after
 	pending   map[string]int  // digests committed whose entry is not yet accounted
+}
+
+// keyState is what size accounting and LRU eviction keep of one key: one map
+// of small values, since a large mirror holds a million keys.
+type keyState struct {
+	digest  string
+	lastUse int64 // unix nanos
+}
+
+// blobState counts the keys naming one blob.
+type blobState struct {
+	refs int32
+	size int64
 }
 
 // New opens the cache over store. tmpDir is where bodies are staged; it must be
@@ -103,8 +114,8 @@ func New(ctx context.Context, store Store, tmpDir string, opts Options) (*Cache,
 	}
 	c := &Cache{
 		store: store, tmpDir: tmpDir, opts: opts, log: opts.Logger,
-		lastUse: map[string]int64{}, keys: map[string]string{}, refs: map[string]int{},
-		readers: map[string]int{}, blobSize: map[string]int64{}, pending: map[string]int{},
+		keys: map[string]keyState{}, blobs: map[string]blobState{},
+		readers: map[string]int{}, pending: map[string]int{},
 	}
 	if opts.MemoryBytes > 0 {
 		counters := opts.MemoryBytes / 100
@@ -143,8 +154,7 @@ func (c *Cache) loadAccounting(ctx context.Context) {
 		if _, ok := c.keys[e.Key]; ok || c.deleted[e.Key] {
 			return nil
 		}
-		c.account(e)
-		c.lastUse[e.Key] = e.FetchedAt.UnixNano()
+		c.account(e, e.FetchedAt.UnixNano())
 		return nil
 	})
 	c.mu.Lock()
@@ -166,7 +176,7 @@ func (c *Cache) sweepUnnamedBlobs(ctx context.Context) {
 	var orphans []string
 	err := c.store.Blobs(ctx, func(d string, _ int64) error {
 		c.mu.Lock()
-		unnamed := c.refs[d] == 0 && c.pending[d] == 0
+		unnamed := c.blobs[d].refs == 0 && c.pending[d] == 0
 		c.mu.Unlock()
 		if unnamed {
 			orphans = append(orphans, d)
@@ -179,7 +189,7 @@ func (c *Cache) sweepUnnamedBlobs(ctx context.Context) {
 	}
 	for _, d := range orphans {
 		c.mu.Lock()
-		still := c.refs[d] == 0 && c.pending[d] == 0
+		still := c.blobs[d].refs == 0 && c.pending[d] == 0
 		c.mu.Unlock()
 		if !still {
 			continue
@@ -225,36 +235,37 @@ func (c *Cache) Reload(ctx context.Context, key string) (*Hot, error) {
 // WaitLoaded blocks until the start-up size accounting has read the index.
 func (c *Cache) WaitLoaded() { <-c.loaded }
 
-// account records e's blob in the size bookkeeping; c.mu must be held or the
-// cache not yet shared.
-func (c *Cache) account(e *Entry) {
+// account records e's blob in the size bookkeeping, last used at lastUse;
+// c.mu must be held.
+func (c *Cache) account(e *Entry, lastUse int64) {
 	if _, ok := c.keys[e.Key]; ok {
 		c.unaccount(e.Key)
 	}
-	c.keys[e.Key] = e.Digest
-	if c.refs[e.Digest] == 0 {
+	c.keys[e.Key] = keyState{digest: e.Digest, lastUse: lastUse}
+	b := c.blobs[e.Digest]
+	if b.refs == 0 {
 		c.diskUsed += e.Size
-		c.blobSize[e.Digest] = e.Size
+		b.size = e.Size
 	}
-	c.refs[e.Digest]++
+	b.refs++
+	c.blobs[e.Digest] = b
 }
 
 // unaccount reverses account for key and returns the digest of a blob that no
 // entry names any more ("" when it is still named).
 func (c *Cache) unaccount(key string) string {
-	digest, ok := c.keys[key]
+	k, ok := c.keys[key]
 	if !ok {
 		return ""
 	}
 	delete(c.keys, key)
-	delete(c.lastUse, key)
-	c.refs[digest]--
-	if c.refs[digest] <= 0 {
-		delete(c.refs, digest)
-		c.diskUsed -= c.blobSize[digest]
-		delete(c.blobSize, digest)
-		return digest
+	b := c.blobs[k.digest]
+	if b.refs--; b.refs <= 0 {
+		delete(c.blobs, k.digest)
+		c.diskUsed -= b.size
+		return k.digest
 	}
+	c.blobs[k.digest] = b
 	return ""
 }
 
@@ -300,8 +311,9 @@ func (c *Cache) remember(h *Hot) {
 func (c *Cache) touch(key string) {
 	now := time.Now().UnixNano()
 	c.mu.Lock()
-	if _, ok := c.keys[key]; ok {
-		c.lastUse[key] = now
+	if k, ok := c.keys[key]; ok {
+		k.lastUse = now
+		c.keys[key] = k
 	}
 	c.mu.Unlock()
 }
@@ -345,8 +357,7 @@ func (c *Cache) Put(ctx context.Context, e *Entry, s *Staged) (*Hot, error) {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.account(e)
-	c.lastUse[e.Key] = time.Now().UnixNano()
+	c.account(e, time.Now().UnixNano())
 	c.mu.Unlock()
 	h := &Hot{Entry: e, Body: body}
 	if c.mem != nil && e.Size <= c.opts.MemoryMaxItem && s == nil {
@@ -480,9 +491,9 @@ func (c *Cache) evict(ctx context.Context) {
 		key string
 		at  int64
 	}
-	cands := make([]cand, 0, len(c.lastUse))
-	for k, at := range c.lastUse {
-		cands = append(cands, cand{k, at})
+	cands := make([]cand, 0, len(c.keys))
+	for k, st := range c.keys {
+		cands = append(cands, cand{k, st.lastUse})
 	}
 	c.mu.Unlock()
 	sort.Slice(cands, func(i, j int) bool { return cands[i].at < cands[j].at })
