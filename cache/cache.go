@@ -34,6 +34,9 @@ type Options struct {
 	// itself (the disk store holds the index lock); in a shared bucket another
 	// replica may be between those two steps.
 	SweepUnnamedBlobs bool
+	// DeferAccounting leaves the start-up size accounting until StartAccounting
+	// (or Close) is called.
+	DeferAccounting bool
 }
 
 // Hot is what a lookup returns: the entry and, for small bodies, the bytes.
@@ -81,13 +84,15 @@ type Cache struct {
 	mu       sync.Mutex
 	keys     map[string]keyState  // every stored key: its blob and last use
 	blobs    map[string]blobState // every named blob
-	readers  map[string]int    // digest → open readers; such blobs are not evicted
+	readers  map[string]int       // digest → open readers; such blobs are not evicted
 	diskUsed int64
 
 	evictions atomic.Int64
 	loaded    chan struct{}   // closed when the start-up accounting is done
 	deleted   map[string]bool // keys deleted while it runs; nil after
 	pending   map[string]int  // digests committed whose entry is not yet accounted
+
+	startAccounting func()
 }
 
 // keyState is what size accounting and LRU eviction keep of one key: one map
@@ -141,9 +146,17 @@ func New(ctx context.Context, store Store, tmpDir string, opts Options) (*Cache,
 	// with a large index is ready at once. Eviction waits for it.
 	c.loaded = make(chan struct{})
 	c.deleted = map[string]bool{}
-	go c.loadAccounting(context.WithoutCancel(ctx))
+	c.startAccounting = sync.OnceFunc(func() { go c.loadAccounting(context.WithoutCancel(ctx)) })
+	if !opts.DeferAccounting {
+		c.startAccounting()
+	}
 	return c, nil
 }
+
+// StartAccounting starts the start-up size accounting deferred by
+// Options.DeferAccounting (a start-up that wants both cores for itself first).
+// Calling it more than once is harmless.
+func (c *Cache) StartAccounting() { c.startAccounting() }
 
 func (c *Cache) loadAccounting(ctx context.Context) {
 	defer close(c.loaded)
@@ -546,6 +559,7 @@ func (c *Cache) Stats() Stats {
 
 // Close closes the memory tier and the store.
 func (c *Cache) Close() error {
+	c.startAccounting() // a deferred accounting that never ran must not block Close
 	<-c.loaded
 	if c.mem != nil {
 		c.mem.Close()

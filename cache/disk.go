@@ -12,7 +12,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +19,11 @@ import (
 )
 
 var entriesBucket = []byte("entries")
+
+// metaBucket mirrors the Meta of the entries that have one, as
+// "<upstream>\n<meta JSON>", so a start-up that needs only those facts (the
+// Hydrilla catalogue) reads a fraction of the bytes and decodes no records.
+var metaBucket = []byte("meta")
 
 // Disk is the embedded store: blobs as files under <dir>/blobs/sha256/, entries in
 // a bbolt database at <dir>/index.db. bbolt commits are crash-safe, and an entry
@@ -57,8 +61,24 @@ func OpenDisk(dir string) (*Disk, error) {
 	// A lone writer should not wait long for company in a batch.
 	db.MaxBatchDelay = time.Millisecond
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(entriesBucket)
-		return err
+		entries, err := tx.CreateBucketIfNotExists(entriesBucket)
+		if err != nil {
+			return err
+		}
+		if tx.Bucket(metaBucket) != nil {
+			return nil
+		}
+		// A store written before the meta bucket existed: fill it once.
+		if _, err := tx.CreateBucket(metaBucket); err != nil {
+			return err
+		}
+		return entries.ForEach(func(_, v []byte) error {
+			e := new(Entry)
+			if err := json.Unmarshal(v, e); err != nil {
+				return err
+			}
+			return putMeta(tx, e)
+		})
 	}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store index: %w", err)
@@ -129,7 +149,39 @@ func (d *Disk) PutEntry(_ context.Context, e *Entry) error {
 	// Batch lets concurrent writers (a sync with several jobs) share one
 	// commit and its fsync; each still returns only once its write is durable.
 	return d.db.Batch(func(tx *bolt.Tx) error {
-		return tx.Bucket(entriesBucket).Put([]byte(e.Key), v)
+		if err := tx.Bucket(entriesBucket).Put([]byte(e.Key), v); err != nil {
+			return err
+		}
+		return putMeta(tx, e)
+	})
+}
+
+// putMeta keeps the meta bucket in step with one entry.
+func putMeta(tx *bolt.Tx, e *Entry) error {
+	b := tx.Bucket(metaBucket)
+	if len(e.Meta) == 0 {
+		return b.Delete([]byte(e.Key))
+	}
+	v := make([]byte, 0, len(e.Upstream)+1+len(e.Meta))
+	v = append(append(append(v, e.Upstream...), '\n'), e.Meta...)
+	return b.Put([]byte(e.Key), v)
+}
+
+// MetaWithPrefix implements MetaWalker.
+func (d *Disk) MetaWithPrefix(_ context.Context, prefix string, fn func(key, upstream string, meta []byte) error) error {
+	return d.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(metaBucket).Cursor()
+		p := []byte(prefix)
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			up, meta, ok := bytes.Cut(v, []byte{'\n'})
+			if !ok {
+				continue
+			}
+			if err := fn(string(k), string(up), meta); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
@@ -146,6 +198,9 @@ func (d *Disk) PutEntries(_ context.Context, es []*Entry) error {
 			if err := b.Put([]byte(e.Key), v); err != nil {
 				return err
 			}
+			if err := putMeta(tx, e); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -154,25 +209,11 @@ func (d *Disk) PutEntries(_ context.Context, es []*Entry) error {
 // DeleteEntry implements Store.
 func (d *Disk) DeleteEntry(_ context.Context, key string) error {
 	return d.db.Batch(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(metaBucket).Delete([]byte(key)); err != nil {
+			return err
+		}
 		return tx.Bucket(entriesBucket).Delete([]byte(key))
 	})
-}
-
-// DeleteEntries removes every entry whose key has the given prefix.
-func (d *Disk) DeleteEntries(_ context.Context, prefix string) (int, error) {
-	n := 0
-	err := d.db.Update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(entriesBucket).Cursor()
-		p := []byte(prefix)
-		for k, _ := c.Seek(p); k != nil && strings.HasPrefix(string(k), prefix); k, _ = c.Next() {
-			if err := c.Delete(); err != nil {
-				return err
-			}
-			n++
-		}
-		return nil
-	})
-	return n, err
 }
 
 // Entries implements Store.

@@ -76,3 +76,9 @@ func WalkPrefix(ctx context.Context, st Store, prefix string, fn func(*Entry) er
 type RawPrefixWalker interface {
 	RawEntriesWithPrefix(ctx context.Context, prefix string, fn func(key, record []byte) error) error
 }
+
+// MetaWalker is an optional ability of a Store: the Meta of the entries whose
+// key starts with prefix, with their upstream, without the rest of each record.
+type MetaWalker interface {
+	MetaWithPrefix(ctx context.Context, prefix string, fn func(key, upstream string, meta []byte) error) error
+}

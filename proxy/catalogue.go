@@ -100,6 +100,9 @@ func (c *catalogue) load(ctx context.Context, st cache.Store) error {
 // store that hands over raw records, they are decoded once, straight into
 // itemMeta, on every core: this is most of a large mirror's start-up.
 func (c *catalogue) loadItems(ctx context.Context, st cache.Store) error {
+	if mw, ok := st.(cache.MetaWalker); ok {
+		return c.loadMetas(ctx, mw)
+	}
 	rw, ok := st.(cache.RawPrefixWalker)
 	if !ok {
 		return cache.WalkPrefix(ctx, st, hyItemPrefix, func(e *cache.Entry) error {
@@ -112,7 +115,7 @@ func (c *catalogue) loadItems(ctx context.Context, st cache.Store) error {
 	type rec struct {
 		Key      string   `json:"key"`
 		Upstream string   `json:"upstream"`
-		Meta     itemMeta `json:"meta"`
+		Meta     liteMeta `json:"meta"`
 	}
 	workers := runtime.GOMAXPROCS(0)
 	batches := make(chan [][]byte, workers)
@@ -131,8 +134,7 @@ func (c *catalogue) loadItems(ctx context.Context, st cache.Store) error {
 						continue
 					}
 					if r.Meta.Identifier != "" {
-						r.Meta.Files = nil // sync reads them from the entry; memory is for the index
-						local[r.Key] = heldItem{meta: r.Meta, upstream: r.Upstream}
+						local[r.Key] = heldItem{upstream: r.Upstream, meta: r.Meta.full()}
 					}
 				}
 			}
@@ -144,6 +146,78 @@ func (c *catalogue) loadItems(ctx context.Context, st cache.Store) error {
 	var batch [][]byte
 	err := rw.RawEntriesWithPrefix(ctx, hyItemPrefix, func(_, v []byte) error {
 		batch = append(batch, bytes.Clone(v)) // v is only valid inside the walk
+		if len(batch) == 1024 {
+			batches <- batch
+			batch = nil
+		}
+		return nil
+	})
+	if len(batch) > 0 {
+		batches <- batch
+	}
+	close(batches)
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	if e, _ := decodeErr.Load().(error); e != nil {
+		return e
+	}
+	return nil
+}
+
+// liteMeta is what the catalogue keeps of an item's Meta: no file lists, so
+// they are not even allocated while a large store loads.
+type liteMeta struct {
+	Type       string           `json:"type"`
+	Identifier string           `json:"identifier"`
+	LongName   string           `json:"long_name"`
+	Version    hydrilla.Version `json:"version"`
+	Revision   int              `json:"revision,omitempty"`
+	Patterns   []string         `json:"patterns,omitempty"`
+}
+
+func (m liteMeta) full() itemMeta {
+	return itemMeta{Type: m.Type, Identifier: m.Identifier, LongName: m.LongName, Version: m.Version,
+		Revision: m.Revision, Patterns: m.Patterns}
+}
+
+// loadMetas is loadItems over a store's compact Meta records, decoded on every
+// core.
+func (c *catalogue) loadMetas(ctx context.Context, mw cache.MetaWalker) error {
+	type rec struct {
+		key, upstream string
+		meta          []byte
+	}
+	workers := runtime.GOMAXPROCS(0)
+	batches := make(chan []rec, workers)
+	var wg sync.WaitGroup
+	var decodeErr atomic.Value
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := map[string]heldItem{}
+			for batch := range batches {
+				for _, r := range batch {
+					var m liteMeta
+					if err := json.Unmarshal(r.meta, &m); err != nil {
+						decodeErr.Store(err)
+						continue
+					}
+					if m.Identifier != "" {
+						local[r.key] = heldItem{upstream: r.upstream, meta: m.full()}
+					}
+				}
+			}
+			c.mu.Lock()
+			maps.Copy(c.items, local)
+			c.mu.Unlock()
+		}()
+	}
+	var batch []rec
+	err := mw.MetaWithPrefix(ctx, hyItemPrefix, func(key, upstream string, meta []byte) error {
+		batch = append(batch, rec{key, upstream, bytes.Clone(meta)}) // meta is only valid inside the walk
 		if len(batch) == 1024 {
 			batches <- batch
 			batch = nil

@@ -106,6 +106,9 @@ func (s *Server) Load(ctx context.Context) error {
 		return fmt.Errorf("load hydrilla catalogue: %w", err)
 	}
 	s.ready.Store(true)
+	// The size accounting waited (Options.DeferAccounting) so the catalogue had
+	// both cores; it is not needed to answer requests.
+	s.cache.StartAccounting()
 	go s.hy.run(ctx)
 	if s.fleet != nil {
 		go s.refreshCatalogueEvery(ctx, fleetCatalogueRefresh)

@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -62,7 +66,7 @@ func startFrom(tb testing.TB, dir string) (*proxy.Server, *cache.Cache) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c, err := cache.New(context.Background(), d, d.TempDir(), cache.Options{MemoryBytes: 64 << 20, Logger: log})
+	c, err := cache.New(context.Background(), d, d.TempDir(), cache.Options{MemoryBytes: 64 << 20, Logger: log, DeferAccounting: true})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -103,4 +107,66 @@ func TestStartupBuildsTheIndexFromStoredMappings(t *testing.T) {
 	_ = h
 	rec := doHandler(t, h, "/query?url=https://www.site1234.example/any/page")
 	mustContain(t, rec, `"identifier":"site-1234"`)
+}
+
+// TestStartupAtScale measures start-up with a data directory shaped like a
+// full sync of 100,000 Hydrilla mappings (with their resources and files):
+// REGMIRROR_STARTUP_SCALE=100000 go test -run TestStartupAtScale -v ./proxy/
+func TestStartupAtScale(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("REGMIRROR_STARTUP_SCALE"))
+	if n == 0 {
+		t.Skip("set REGMIRROR_STARTUP_SCALE to the number of mappings")
+	}
+	dir := os.Getenv("REGMIRROR_STARTUP_DIR") // kept between runs when given
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	if _, err := os.Stat(dir + "/index.db"); err == nil {
+		measureStartup(t, dir, n)
+		return
+	}
+	fillMappings(t, dir, n)
+	// Beside each mapping: about 2.5 resources and 5 files, as a real sync has.
+	d, err := cache.OpenDisk(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var es []*cache.Entry
+	for i := 0; i < n*5/2; i++ {
+		id := fmt.Sprintf("res-%d", i)
+		meta, _ := json.Marshal(map[string]any{"type": "resource", "identifier": id, "long_name": "Resource " + id,
+			"version": []int{2022, 1, 1}, "revision": 1, "files": []string{fmt.Sprintf("%064x", i), fmt.Sprintf("%064x", i+1<<40)}})
+		es = append(es, &cache.Entry{Key: "hy/item/resource/" + id + "/2022.1.1", Digest: fmt.Sprintf("%064x", i+1<<50), Size: 900,
+			Status: 200, Class: cache.Immutable, FetchedAt: time.Now(), Upstream: "http://127.0.0.1:1", Pinned: true, Meta: meta,
+			Header: http.Header{"Content-Type": {"application/json"}}})
+	}
+	for i := 0; i < n*5; i++ {
+		h := fmt.Sprintf("%064x", i+1<<44)
+		es = append(es, &cache.Entry{Key: "hy/file/" + h, Digest: h, Size: 1500, Status: 200, Class: cache.Immutable,
+			FetchedAt: time.Now(), Upstream: "http://127.0.0.1:1", Pinned: true, Header: http.Header{"Content-Type": {"application/javascript"}}})
+	}
+	if err := d.PutEntries(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	es = nil
+	measureStartup(t, dir, n)
+}
+
+func measureStartup(t *testing.T, dir string, n int) {
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	s, c := startFrom(t, dir)
+	ready := time.Since(start)
+	c.WaitLoaded()
+	all := time.Since(start)
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	t.Logf("%d mappings (%d entries): ready in %v, background accounting done in %v, heap after GC %d MiB (runtime sys %d MiB)",
+		n, n+n*5/2+n*5, ready, all, int64(after.HeapAlloc-before.HeapAlloc)>>20, after.Sys>>20)
+	_ = s
+	c.Close()
 }

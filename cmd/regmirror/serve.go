@@ -81,7 +81,7 @@ func openMirror(ctx context.Context, cfg *config.Config, log *slog.Logger) (*mir
 	}
 	c, err := cache.New(ctx, store, tmp, cache.Options{
 		MemoryBytes: cfg.MemoryCacheSize, MemoryMaxItem: cfg.MemoryMaxItem, DiskBytes: diskBytes, Logger: log,
-		SweepUnnamedBlobs: fleet == nil,
+		SweepUnnamedBlobs: fleet == nil, DeferAccounting: true,
 	})
 	if err != nil {
 		store.Close()
