@@ -68,9 +68,10 @@ type catalogue struct {
 	items map[string]heldItem // by item cache key
 	syncs map[string]time.Time
 
-	index   atomic.Pointer[pattern.Index[*mappingVal]]
-	dirty   chan struct{}
-	onBuilt func(patterns int)
+	index     atomic.Pointer[pattern.Index[*mappingVal]]
+	dirty     chan struct{}
+	onBuilt   func(patterns int)
+	lastBuild atomic.Int64 // nanoseconds the last index build took
 }
 
 func newCatalogue(onBuilt func(int)) *catalogue {
@@ -272,10 +273,12 @@ func (c *catalogue) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-c.dirty:
+			// Wait longer the longer a build takes, so a sync of a large
+			// repository spends a bounded share of its time rebuilding.
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(200 * time.Millisecond):
+			case <-time.After(max(200*time.Millisecond, 10*time.Duration(c.lastBuild.Load()))):
 			}
 			c.rebuild()
 		}
@@ -297,8 +300,10 @@ func (c *catalogue) rebuild() {
 		}
 	}
 	c.mu.Unlock()
+	start := time.Now()
 	ix, _ := pattern.Build(items)
 	c.index.Store(ix)
+	c.lastBuild.Store(int64(time.Since(start)))
 	if c.onBuilt != nil {
 		c.onBuilt(ix.Len())
 	}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"io"
@@ -23,8 +22,6 @@ func (s *Server) Handler() http.Handler {
 		id := requestID()
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		rec.Header().Set("X-Request-Id", id)
-		info := &reqInfo{}
-		r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 		if len(r.RequestURI) > maxURLLen {
 			writeError(rec, http.StatusRequestURITooLong, "URI too long", "the request target is longer than "+strconv.Itoa(maxURLLen)+" bytes")
 		} else {
@@ -45,28 +42,31 @@ func (s *Server) Handler() http.Handler {
 		if s.access != nil {
 			if s.accessOn {
 				s.access.write(&accessLine{id: id, method: r.Method, path: r.URL.Path, status: rec.status,
-					bytes: rec.bytes, duration: d, cache: xc, upstream: info.upstream})
+					bytes: rec.bytes, duration: d, cache: xc, upstream: rec.upstream})
 			}
 		} else if s.log.Enabled(r.Context(), slog.LevelInfo) {
 			s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 				slog.String("id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
 				slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes), slog.Duration("duration", d),
-				slog.String("cache", xc), slog.String("upstream", info.upstream))
+				slog.String("cache", xc), slog.String("upstream", rec.upstream))
 		}
 	})
 }
 
-// reqInfo carries what the access line reports beyond the response itself.
-type reqInfo struct {
-	upstream string // the upstream the answer came from, when it came from one
-}
-
-type reqInfoKey struct{}
-
-// noteUpstream records the upstream an answer came from for the access line.
-func noteUpstream(r *http.Request, base string) {
-	if info, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok && base != "" {
-		info.upstream = base
+// noteUpstream records the upstream an answer came from for the access line,
+// in the recorder under w (found through Unwrap; kept there rather than in the
+// request's context, which would copy the request on every hit).
+func noteUpstream(w http.ResponseWriter, base string) {
+	for base != "" {
+		switch x := w.(type) {
+		case *recorder:
+			x.upstream = base
+			return
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = x.Unwrap()
+		default:
+			return
+		}
 	}
 }
 
@@ -120,9 +120,10 @@ func classify(p string) (api, route string) {
 
 type recorder struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
-	wrote  bool
+	status   int
+	bytes    int64
+	wrote    bool
+	upstream string // the upstream the answer came from, when it came from one
 }
 
 func (r *recorder) WriteHeader(code int) {

@@ -106,12 +106,28 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 	}
 	switch rt.Sub {
 	case "":
+		if floor == Hit && s.serveHeld(w, r, rpZipKey(rt.ID, version)) {
+			return
+		}
 		s.serveAtLeast(w, r, s.rpZipTarget(rt.ID, version, false), floor)
 	case refpack.SubMeta:
+		if floor == Hit && s.serveHeld(w, r, rpMetaKey(rt.ID, version)) {
+			return
+		}
 		s.serveAtLeast(w, r, s.rpMetaTarget(rt.ID, version, false), floor)
 	default:
 		s.rpDoc(w, r, rt.ID, version, rt.Sub, floor)
 	}
+}
+
+// serveHeld answers from a held immutable entry without building the fetch
+// target a miss needs: the cached-hit hot path. It reports whether it answered.
+func (s *Server) serveHeld(w http.ResponseWriter, r *http.Request, key string) bool {
+	hot, err := s.cache.Lookup(r.Context(), key)
+	if err != nil || hot.Entry.Class != cache.Immutable {
+		return false
+	}
+	return s.respond(w, r, &answer{hot: hot, state: Hit, status: "hit"}) == nil
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) {

@@ -41,7 +41,7 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, a *answer) erro
 		return s.writeRaw(w, r, a, a.relay.status, a.relay.header, a.relay.body)
 	}
 	e := a.hot.Entry
-	noteUpstream(r, e.Upstream)
+	noteUpstream(w, e.Upstream)
 	if e.Status != http.StatusOK {
 		body := a.hot.Body
 		if body == nil {
