@@ -97,74 +97,20 @@ func (c *catalogue) load(ctx context.Context, st cache.Store) error {
 	return nil
 }
 
-// loadItems reads every stored item version's identity and patterns. With a
-// store that hands over raw records, they are decoded once, straight into
-// itemMeta, on every core: this is most of a large mirror's start-up.
+// loadItems reads every stored item version's identity and patterns: from the
+// store's compact Meta records when it keeps them (most of a large mirror's
+// start-up), else from the entries.
 func (c *catalogue) loadItems(ctx context.Context, st cache.Store) error {
 	if mw, ok := st.(cache.MetaWalker); ok {
 		return c.loadMetas(ctx, mw)
 	}
-	rw, ok := st.(cache.RawPrefixWalker)
-	if !ok {
-		return cache.WalkPrefix(ctx, st, hyItemPrefix, func(e *cache.Entry) error {
-			if m, ok := parseItemMeta(e.Meta); ok {
-				c.items[e.Key] = heldItem{meta: m, upstream: e.Upstream}
-			}
-			return nil
-		})
-	}
-	type rec struct {
-		Key      string   `json:"key"`
-		Upstream string   `json:"upstream"`
-		Meta     liteMeta `json:"meta"`
-	}
-	workers := runtime.GOMAXPROCS(0)
-	batches := make(chan [][]byte, workers)
-	var wg sync.WaitGroup
-	var decodeErr atomic.Value
-	for i := 0; i < workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			local := map[string]heldItem{}
-			for batch := range batches {
-				for _, b := range batch {
-					var r rec
-					if err := json.Unmarshal(b, &r); err != nil {
-						decodeErr.Store(err)
-						continue
-					}
-					if r.Meta.Identifier != "" {
-						local[r.Key] = heldItem{upstream: r.Upstream, meta: r.Meta.full()}
-					}
-				}
-			}
-			c.mu.Lock()
-			maps.Copy(c.items, local)
-			c.mu.Unlock()
-		}()
-	}
-	var batch [][]byte
-	err := rw.RawEntriesWithPrefix(ctx, hyItemPrefix, func(_, v []byte) error {
-		batch = append(batch, bytes.Clone(v)) // v is only valid inside the walk
-		if len(batch) == 1024 {
-			batches <- batch
-			batch = nil
+	return cache.WalkPrefix(ctx, st, hyItemPrefix, func(e *cache.Entry) error {
+		if m, ok := parseItemMeta(e.Meta); ok {
+			m.Files = nil
+			c.items[e.Key] = heldItem{meta: m, upstream: e.Upstream}
 		}
 		return nil
 	})
-	if len(batch) > 0 {
-		batches <- batch
-	}
-	close(batches)
-	wg.Wait()
-	if err != nil {
-		return err
-	}
-	if e, _ := decodeErr.Load().(error); e != nil {
-		return e
-	}
-	return nil
 }
 
 // liteMeta is what the catalogue keeps of an item's Meta: no file lists, so
