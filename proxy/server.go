@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -102,6 +103,9 @@ func New(o Options) *Server {
 // store holds, then keeps the index current until ctx ends. /readyz answers
 // ready once it has loaded.
 func (s *Server) Load(ctx context.Context) error {
+	// Loading a large catalogue allocates much and keeps most of it: collecting
+	// less often meanwhile shortens the time to ready by a good part.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	if err := s.hy.load(ctx, s.cache.Store()); err != nil {
 		return fmt.Errorf("load hydrilla catalogue: %w", err)
 	}
