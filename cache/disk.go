@@ -16,6 +16,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 var entriesBucket = []byte("entries")
@@ -48,7 +49,7 @@ func OpenDisk(dir string) (*Disk, error) {
 	// The index lock comes first: temporary files are only ours to remove once
 	// no other regmirror process uses this directory.
 	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o640, &bolt.Options{Timeout: 2 * time.Second})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open store index %s: locked: is another regmirror using %s?", filepath.Join(dir, "index.db"), dir)
 	}
 	if err != nil {

@@ -287,16 +287,6 @@ func (v *bucketView) entry(key string) (*indexEntry, bool) {
 	return e, true
 }
 
-// blob reads a blob.
-func (v *bucketView) blob(digest string) ([]byte, bool) {
-	v.t.Helper()
-	b, ok, err := v.get("blobs/sha256/" + digest)
-	if err != nil {
-		v.t.Fatalf("read blob %s from the bucket: %v", digest, err)
-	}
-	return b, ok
-}
-
 // list returns the object names (below the prefix) under dir.
 func (v *bucketView) list(dir string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -204,13 +204,6 @@ func (s *Server) noteItem(e *cache.Entry) {
 	}
 }
 
-// forget drops an item version (evicted or found corrupt).
-func (c *catalogue) forget(key string) {
-	c.mu.Lock()
-	delete(c.items, key)
-	c.mu.Unlock()
-}
-
 // run rebuilds the index after changes, at most a few times a second, so a
 // sync of thousands of mappings builds it a handful of times, not per item.
 func (c *catalogue) run(ctx context.Context) {

@@ -118,13 +118,13 @@ func (s stat) String() string {
 
 // wrkSet is the rounds of one benchmark against one server.
 type wrkSet struct {
-	runs                []*wrkRun
-	byRound             map[string]*wrkRun // "r1" → run
-	rps, p50, p99       stat
-	non2xx              int64
-	sockErrs            []string
-	files               []string
-	haveAll, anyMissing bool
+	runs          []*wrkRun
+	byRound       map[string]*wrkRun // "r1" → run
+	rps, p50, p99 stat
+	non2xx        int64
+	sockErrs      []string
+	files         []string
+	anyMissing    bool
 }
 
 func loadWrk(dir, bench, server string) *wrkSet {
