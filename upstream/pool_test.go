@@ -1,0 +1,116 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func server(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		h(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &n
+}
+
+func TestGetKeepsThePathPrefixAndFallsThroughOn404(t *testing.T) {
+	var seen string
+	missing, _ := server(t, func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) })
+	has, _ := server(t, func(w http.ResponseWriter, r *http.Request) {
+		seen = r.URL.EscapedPath() + "?" + r.URL.RawQuery + " " + r.Header.Get("User-Agent")
+		w.Write([]byte("ok"))
+	})
+	p, err := NewPool("hydrilla", []string{missing.URL + "/api_v2", has.URL + "/api_v2/"}, Options{UserAgent: "regmirror/test", MaxFails: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := p.Get(context.Background(), "/packages/vendor%2Fcodes?version=1.0.0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Upstream.Base != has.URL+"/api_v2" || seen != "/api_v2/packages/vendor%2Fcodes?version=1.0.0 regmirror/test" {
+		t.Errorf("answered by %s, request seen as %q", resp.Upstream.Base, seen)
+	}
+	// Every upstream says 404: a NotFoundError with the last body.
+	p2, _ := NewPool("hydrilla", []string{missing.URL}, Options{MaxFails: 3})
+	var nf *NotFoundError
+	if _, err := p2.Get(context.Background(), "/x", nil); !errors.As(err, &nf) || len(nf.Body) == 0 {
+		t.Errorf("all 404: %v", err)
+	}
+}
+
+func TestFailingUpstreamIsSkippedForFailTimeout(t *testing.T) {
+	bad, badN := server(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadGateway) })
+	good, _ := server(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	var results []string
+	p, _ := NewPool("refpack", []string{bad.URL, good.URL}, Options{MaxFails: 2, FailTimeout: 200 * time.Millisecond,
+		Observe: func(u *Upstream, result string, _ time.Duration) { results = append(results, result) }})
+	for i := 0; i < 4; i++ {
+		resp, err := p.Get(context.Background(), "/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if badN.Load() != 2 || p.Upstreams()[0].Health().Up {
+		t.Errorf("failing upstream asked %d times (want 2, then skipped); health %+v", badN.Load(), p.Upstreams()[0].Health())
+	}
+	time.Sleep(250 * time.Millisecond)
+	if resp, err := p.Get(context.Background(), "/", nil); err == nil {
+		resp.Body.Close()
+	}
+	if badN.Load() != 3 {
+		t.Errorf("after fail-timeout the upstream was asked %d times in all, want 3", badN.Load())
+	}
+	if len(results) == 0 {
+		t.Error("Observe was never called")
+	}
+}
+
+func TestErrorsSayWhatHappened(t *testing.T) {
+	slow, _ := server(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(2 * time.Second):
+		case <-r.Context().Done():
+		}
+	})
+	p, _ := NewPool("refpack", []string{slow.URL}, Options{HeaderTimeout: 100 * time.Millisecond, MaxFails: 5})
+	if _, err := p.Get(context.Background(), "/", nil); !IsTimeout(err) {
+		t.Errorf("slow upstream: %v, want a timeout", err)
+	}
+	refused, _ := NewPool("refpack", []string{"http://127.0.0.1:1"}, Options{ConnectTimeout: time.Second, MaxFails: 5})
+	start := time.Now()
+	var ue *Error
+	if _, err := refused.Get(context.Background(), "/", nil); !errors.As(err, &ue) || IsTimeout(err) || time.Since(start) > time.Second {
+		t.Errorf("refused connection: %v after %v", err, time.Since(start))
+	}
+	off, _ := NewPool("refpack", []string{"http://127.0.0.1:1"}, Options{Offline: true})
+	if _, err := off.Get(context.Background(), "/", nil); !errors.Is(err, ErrOffline) {
+		t.Errorf("offline: %v", err)
+	}
+	if _, err := NewPool("refpack", []string{"ftp://x"}, Options{}); err == nil {
+		t.Error("an ftp base URL was accepted")
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	if d := ParseRetryAfter("7"); d != 7*time.Second {
+		t.Errorf("seconds: %v", d)
+	}
+	if d := ParseRetryAfter(time.Now().Add(time.Minute).UTC().Format(http.TimeFormat)); d < 50*time.Second || d > time.Minute {
+		t.Errorf("date: %v", d)
+	}
+	for _, v := range []string{"", "soon", "-3"} {
+		if d := ParseRetryAfter(v); d != 0 {
+			t.Errorf("%q: %v", v, d)
+		}
+	}
+}
