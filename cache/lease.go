@@ -65,6 +65,9 @@ func (s *S3) leaseKey(key string) string { return s.key("leases/" + encodeKey(ke
 // replica's live lease is ErrLeaseHeld. When the store is slow or down the
 // error wraps ErrStoreUnavailable: fail open and fetch without a lease.
 func (s *S3) Acquire(ctx context.Context, key string) (held *Lease, err error) {
+	if !s.checked.Load() {
+		return nil, fmt.Errorf("acquire lease %q: %w: conditional writes not yet checked", key, ErrStoreUnavailable)
+	}
 	l := &Lease{s: s, key: key, objKey: s.leaseKey(key), token: randomHex(8)}
 	for attempt := 0; attempt < 4; attempt++ {
 		etag, err := l.put(ctx, "*", "")

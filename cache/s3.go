@@ -90,6 +90,9 @@ type S3 struct {
 	dl     singleflight.Group
 
 	up        atomic.Bool
+	checked   atomic.Bool // the bucket and its conditional writes were proven; leases may be taken
+	stop      chan struct{}
+	stopOnce  sync.Once
 	downUntil atomic.Int64 // unix nanos; see failFast
 	errors    atomic.Int64
 	localHits atomic.Int64
@@ -164,16 +167,58 @@ func OpenS3(ctx context.Context, o S3Options) (*S3, error) {
 		s.prefix = p + "/"
 	}
 	s.up.Store(true)
-	hctx, cancel := context.WithTimeout(ctx, o.OpTimeout)
-	_, err = client.HeadBucket(hctx, &s3.HeadBucketInput{Bucket: aws.String(o.Bucket)})
+	s.stop = make(chan struct{})
+	if err := s.checkBucket(ctx); err != nil {
+		if !errors.Is(err, ErrStoreUnavailable) {
+			return nil, err
+		}
+		// The bucket is unreachable: start anyway (a replica restarted during an
+		// outage must serve what its local tier holds) and fail open until a
+		// background check of the bucket and its conditional writes succeeds.
+		s.log.Warn("blob store unreachable at start; serving from the local tier and the upstreams until it answers",
+			"bucket", o.Bucket, "endpoint", s.endpointName(), "err", err)
+		go s.checkUntilReady()
+		return s, nil
+	}
+	s.checked.Store(true)
+	return s, nil
+}
+
+// checkBucket proves the bucket exists and enforces conditional writes.
+func (s *S3) checkBucket(ctx context.Context) error {
+	hctx, cancel := context.WithTimeout(ctx, s.opts.OpTimeout)
+	_, err := s.client.HeadBucket(hctx, &s3.HeadBucketInput{Bucket: aws.String(s.opts.Bucket)})
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("s3 store: bucket %q at %s: %w", o.Bucket, s.endpointName(), s.classify(ctx, err))
+		return fmt.Errorf("s3 store: bucket %q at %s: %w", s.opts.Bucket, s.endpointName(), s.classify(ctx, err))
 	}
 	if err := s.checkConditionalWrites(ctx); err != nil {
-		return nil, fmt.Errorf("s3 store: bucket %q at %s: %w", o.Bucket, s.endpointName(), err)
+		return fmt.Errorf("s3 store: bucket %q at %s: %w", s.opts.Bucket, s.endpointName(), err)
 	}
-	return s, nil
+	return nil
+}
+
+// checkUntilReady repeats the start-up check until the bucket answers; until
+// then leases are not taken (fills fail open). A bucket that answers but does
+// not enforce conditional writes keeps them failing open for good.
+func (s *S3) checkUntilReady() {
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(5 * time.Second):
+		}
+		err := s.checkBucket(context.Background())
+		switch {
+		case err == nil:
+			s.checked.Store(true)
+			s.log.Info("blob store answers; fill leases in use again", "bucket", s.opts.Bucket)
+			return
+		case !errors.Is(err, ErrStoreUnavailable):
+			s.log.Error("blob store answers but cannot hold fill leases; every fill fails open", "err", err)
+			return
+		}
+	}
 }
 
 func (s *S3) endpointName() string {
@@ -789,6 +834,7 @@ func (s *S3) Blobs(ctx context.Context, fn func(string, int64) error) error {
 // lapse after their TTL, as a crashed replica's would); the local tier stays on
 // disk for the next start.
 func (s *S3) Close() error {
+	s.stopOnce.Do(func() { close(s.stop) })
 	s.leases.Range(func(k, _ any) bool {
 		k.(*Lease).stopRenewing()
 		return true

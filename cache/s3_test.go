@@ -553,3 +553,37 @@ func TestS3BucketHangs(t *testing.T) {
 		t.Fatal("not up after the bucket answered")
 	}
 }
+
+// A replica restarted while the bucket is unreachable still starts: it fails
+// open (no leases) until a background check finds the bucket and its
+// conditional writes, then takes leases again.
+func TestS3StartsWhileTheBucketIsDown(t *testing.T) {
+	ctx := context.Background()
+	g := startGateway(t)
+	bucket := g.Bucket()
+	g.Pause(true)
+	paused := true
+	defer func() {
+		if paused {
+			g.Pause(false)
+		}
+	}()
+	s := g.Open(t, bucket, "down-at-start", cache.S3Options{OpTimeout: 300 * time.Millisecond})
+	defer s.Close()
+	if _, err := s.Acquire(ctx, "k"); !errors.Is(err, cache.ErrStoreUnavailable) {
+		t.Fatalf("Acquire before the bucket was checked = %v, want ErrStoreUnavailable", err)
+	}
+	g.Pause(false)
+	paused = false
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		l, err := s.Acquire(ctx, "k")
+		if err == nil {
+			l.Release(ctx)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bucket back, Acquire still = %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
