@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"go/build"
 	"io"
 	"net"
 	"net/http"
@@ -24,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/cache/s3test"
 	"github.com/regmirror/regmirror/cache/storetest"
 )
 
@@ -31,38 +31,6 @@ const (
 	gwAccess = "regmirror-test"
 	gwSecret = "regmirror-test-secret"
 )
-
-// versitygwBinary finds versitygw: $VERSITYGW, $(go env GOPATH)/bin, or PATH.
-// Absent, the test is skipped, or fails under CI (which installs it with
-// scripts/versitygw.sh).
-func versitygwBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("VERSITYGW"); p != "" {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		t.Fatalf("VERSITYGW=%s: no such file", p)
-	}
-	gopath := os.Getenv("GOPATH")
-	if gopath == "" {
-		gopath = build.Default.GOPATH
-	}
-	for _, dir := range filepath.SplitList(gopath) {
-		p := filepath.Join(dir, "bin", "versitygw")
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p
-	}
-	msg := "versitygw not found ($VERSITYGW, $(go env GOPATH)/bin, PATH): run scripts/versitygw.sh install"
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
 
 // gateway is one versitygw on 127.0.0.1 serving a posix folder.
 type gateway struct {
@@ -81,7 +49,7 @@ type gateway struct {
 // keys for the test.
 func startGateway(t *testing.T) *gateway {
 	t.Helper()
-	bin := versitygwBinary(t)
+	bin := s3test.Versitygw(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -8,10 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"go/build"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -24,6 +22,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+
+	"github.com/regmirror/regmirror/cache/s3test"
 )
 
 // The fleet tests run several `regmirror serve` replicas sharing one bucket on
@@ -36,38 +36,6 @@ const (
 	gwSecret = "regmirror-fleet-secret"
 	gwRegion = "us-east-1"
 )
-
-// versitygwPath finds versitygw as cache/s3_test.go does: $VERSITYGW,
-// $(go env GOPATH)/bin, then PATH. Absent, the test is skipped, or fails under
-// CI (which installs it with scripts/versitygw.sh).
-func versitygwPath(t testing.TB) string {
-	t.Helper()
-	if p := os.Getenv("VERSITYGW"); p != "" {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		t.Fatalf("VERSITYGW=%s: no such file", p)
-	}
-	gopath := os.Getenv("GOPATH")
-	if gopath == "" {
-		gopath = build.Default.GOPATH
-	}
-	for _, dir := range filepath.SplitList(gopath) {
-		p := filepath.Join(dir, "bin", "versitygw")
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p
-	}
-	msg := "versitygw not found ($VERSITYGW, $(go env GOPATH)/bin, PATH): run scripts/versitygw.sh install"
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
 
 // s3gw is one versitygw serving a posix folder on 127.0.0.1. It can be stopped
 // (SIGKILL) and started again on the same address and folder.
@@ -89,7 +57,7 @@ type s3gw struct {
 // keys and nothing of the machine's. The test must not be parallel.
 func startS3GW(t testing.TB) *s3gw {
 	t.Helper()
-	bin := versitygwPath(t)
+	bin := s3test.Versitygw(t)
 	isolateAWSEnv(t)
 	addr := freeAddr(t)
 	g := &s3gw{t: t, bin: bin, dir: t.TempDir(), addr: addr, Endpoint: "http://" + addr}
