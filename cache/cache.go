@@ -465,26 +465,6 @@ func (c *Cache) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// DeletePrefix removes every entry whose key starts with prefix.
-func (c *Cache) DeletePrefix(ctx context.Context, prefix string) error {
-	var keys []string
-	err := c.store.Entries(ctx, func(e *Entry) error {
-		if len(e.Key) >= len(prefix) && e.Key[:len(prefix)] == prefix {
-			keys = append(keys, e.Key)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if err := c.Delete(ctx, k); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // evict removes least-recently-used unpinned entries until the disk limit holds.
 func (c *Cache) evict(ctx context.Context) {
 	if c.opts.DiskBytes <= 0 {

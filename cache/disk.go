@@ -104,9 +104,6 @@ func clearDir(dir string) error {
 // filesystem as the blobs so Commit is a rename.
 func (d *Disk) TempDir() string { return filepath.Join(d.dir, "tmp") }
 
-// Dir is the data directory.
-func (d *Disk) Dir() string { return d.dir }
-
 func (d *Disk) blobPath(digest string) (string, error) {
 	if !validDigest(digest) {
 		return "", fmt.Errorf("blob %q: not a sha256 digest: %w", digest, ErrNotFound)
