@@ -74,14 +74,12 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, a *answer) erro
 			content = u.Unwrap()
 		}
 	}
+	// The same prepared headers as the hot path; ServeContent then replaces
+	// Content-Length for a range and drops it for a 304.
 	h := w.Header()
-	for k, v := range e.Header {
+	for k, v := range a.hot.Prepared() {
 		h[k] = v
 	}
-	if _, ok := h["Content-Type"]; !ok {
-		h["Content-Type"] = nil // never sniff: the mirror does not rewrite what the upstream said
-	}
-	h.Set("ETag", e.StrongETag())
 	setCacheHeaders(h, a)
 	http.ServeContent(w, r, "", time.Time{}, content)
 	return nil
