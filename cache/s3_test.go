@@ -57,7 +57,7 @@ func startGateway(t *testing.T) *gateway {
 	addr := ln.Addr().String()
 	ln.Close()
 	g := &gateway{t: t, bin: bin, dir: t.TempDir(), addr: addr, Endpoint: "http://" + addr}
-	isolateAWS(t)
+	s3test.IsolateAWS(t, gwAccess, gwSecret, "us-east-1")
 	g.Start()
 	t.Cleanup(func() {
 		g.Stop()
@@ -66,20 +66,6 @@ func startGateway(t *testing.T) *gateway {
 		}
 	})
 	return g
-}
-
-// isolateAWS makes the standard credential chain find the gateway's keys and
-// nothing of the machine's.
-func isolateAWS(t *testing.T) {
-	dir := t.TempDir()
-	for k, v := range map[string]string{
-		"AWS_ACCESS_KEY_ID": gwAccess, "AWS_SECRET_ACCESS_KEY": gwSecret, "AWS_SESSION_TOKEN": "",
-		"AWS_REGION": "us-east-1", "AWS_PROFILE": "", "AWS_EC2_METADATA_DISABLED": "true",
-		"AWS_CONFIG_FILE": filepath.Join(dir, "config"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
-		"AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_S3": "",
-	} {
-		t.Setenv(k, v)
-	}
 }
 
 // Start (re)starts the gateway on its address and folder and waits until it answers.
@@ -361,7 +347,7 @@ func TestS3CommitRefusesChangedStagedFile(t *testing.T) {
 
 // A server that ignores If-None-Match is refused at open.
 func TestS3RefusesStoreWithoutConditionalWrites(t *testing.T) {
-	isolateAWS(t)
+	s3test.IsolateAWS(t, gwAccess, gwSecret, "us-east-1")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("ETag", `"0123"`)

@@ -58,7 +58,7 @@ type s3gw struct {
 func startS3GW(t testing.TB) *s3gw {
 	t.Helper()
 	bin := s3test.Versitygw(t)
-	isolateAWSEnv(t)
+	s3test.IsolateAWS(t, gwAccess, gwSecret, "")
 	addr := freeAddr(t)
 	g := &s3gw{t: t, bin: bin, dir: t.TempDir(), addr: addr, Endpoint: "http://" + addr}
 	g.start()
@@ -73,20 +73,6 @@ func startS3GW(t testing.TB) *s3gw {
 		}
 	})
 	return g
-}
-
-// isolateAWSEnv makes the standard AWS chain find the gateway's keys and
-// nothing else (no profile, no shared files, no instance metadata).
-func isolateAWSEnv(t testing.TB) {
-	dir := t.TempDir()
-	for k, v := range map[string]string{
-		"AWS_ACCESS_KEY_ID": gwAccess, "AWS_SECRET_ACCESS_KEY": gwSecret, "AWS_SESSION_TOKEN": "",
-		"AWS_REGION": "", "AWS_DEFAULT_REGION": "", "AWS_PROFILE": "", "AWS_EC2_METADATA_DISABLED": "true",
-		"AWS_CONFIG_FILE": filepath.Join(dir, "config"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
-		"AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_S3": "",
-	} {
-		t.Setenv(k, v)
-	}
 }
 
 // start (re)starts the gateway and waits until it answers.

@@ -40,3 +40,18 @@ func Versitygw(t testing.TB) string {
 	t.Skip(msg)
 	return ""
 }
+
+// IsolateAWS makes the standard AWS credential chain find access/secret and
+// nothing of the machine's (no profile, shared files or instance metadata).
+// region "" leaves the region to the caller's flags.
+func IsolateAWS(t testing.TB, access, secret, region string) {
+	dir := t.TempDir()
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": "",
+		"AWS_REGION": region, "AWS_DEFAULT_REGION": region, "AWS_PROFILE": "", "AWS_EC2_METADATA_DISABLED": "true",
+		"AWS_CONFIG_FILE": filepath.Join(dir, "config"), "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
+		"AWS_ENDPOINT_URL": "", "AWS_ENDPOINT_URL_S3": "",
+	} {
+		t.Setenv(k, v)
+	}
+}
