@@ -106,12 +106,12 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 	}
 	switch rt.Sub {
 	case "":
-		if floor == Hit && s.serveHeld(w, r, rpZipKey(rt.ID, version)) {
+		if s.serveHeld(w, r, rpZipKey(rt.ID, version), floor) {
 			return
 		}
 		s.serveAtLeast(w, r, s.rpZipTarget(rt.ID, version, false), floor)
 	case refpack.SubMeta:
-		if floor == Hit && s.serveHeld(w, r, rpMetaKey(rt.ID, version)) {
+		if s.serveHeld(w, r, rpMetaKey(rt.ID, version), floor) {
 			return
 		}
 		s.serveAtLeast(w, r, s.rpMetaTarget(rt.ID, version, false), floor)
@@ -122,12 +122,13 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 
 // serveHeld answers from a held immutable entry without building the fetch
 // target a miss needs: the cached-hit hot path. It reports whether it answered.
-func (s *Server) serveHeld(w http.ResponseWriter, r *http.Request, key string) bool {
+// Other entries (a not-found answer ages) are left to the fetch path.
+func (s *Server) serveHeld(w http.ResponseWriter, r *http.Request, key string, floor State) bool {
 	hot, err := s.cache.Lookup(r.Context(), key)
 	if err != nil || hot.Entry.Class != cache.Immutable {
 		return false
 	}
-	return s.respond(w, r, &answer{hot: hot, state: Hit, status: "hit"}) == nil
+	return s.respond(w, r, (&answer{hot: hot, state: Hit, status: "hit"}).atLeast(floor)) == nil
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) {
@@ -261,10 +262,8 @@ func (s *Server) rpLatest(w http.ResponseWriter, r *http.Request, id string) (ve
 func (s *Server) rpDoc(w http.ResponseWriter, r *http.Request, id, version, sub string, floor State) {
 	ctx := r.Context()
 	key := rpDocKey(sub, id, version)
-	if hot, err := s.cache.Lookup(ctx, key); err == nil {
-		if err := s.respond(w, r, (&answer{hot: hot, state: Hit, status: "hit"}).atLeast(floor)); err == nil {
-			return
-		}
+	if s.serveHeld(w, r, key, floor) {
+		return
 	}
 	v, err, _ := s.fills.Do(key, func() (any, error) { return s.docFromZip(context.WithoutCancel(ctx), id, version, sub) })
 	if h, _ := v.(*cache.Hot); err == nil && h != nil {

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/refpack/registrytest"
 )
 
@@ -260,5 +262,21 @@ func TestMetricsCountRequests(t *testing.T) {
 	body := string(get(t, m.URL+"/metrics").Body)
 	for _, name := range []string{"regmirror_requests_total", "regmirror_cache_size_bytes{tier=\"disk\"}", "regmirror_cache_entries{tier=\"memory\"}", "regmirror_upstream_requests_total"} {
 		mustContain(t, body, name)
+	}
+}
+
+// A document's not-found answer, fetched while the zip was not held, ages
+// like every not-found answer: it is not held for ever.
+func TestRefPackDocumentNotFoundAges(t *testing.T) {
+	reg, up := newRegistry(t)
+	m := startMirror(t, "", []string{up}, nil, func(c *config.Config) { c.NegativeMaxAge = 50 * time.Millisecond })
+	for i := 0; i < 2; i++ {
+		if r := get(t, m.URL+"/packages/currencies/readme?version=1.0.0"); r.Status != http.StatusNotFound {
+			t.Fatalf("readme the package lacks: %d", r.Status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := reg.Count("/packages/currencies/readme"); n != 2 {
+		t.Errorf("upstream asked %d times over two negative-max-ages, want 2", n)
 	}
 }
