@@ -30,6 +30,9 @@ type Config struct {
 	RefPackUpstreams  []string
 	HydrillaUpstreams []string
 	Offline           bool
+	// FastLane answers repeated cached hits on plain-HTTP connections ahead of
+	// net/http (package fastlane).
+	FastLane bool
 
 	MemoryCacheSize int64 // bytes; 0 disables the memory tier
 	MemoryMaxItem   int64 // largest body held in memory
@@ -69,6 +72,7 @@ type Config struct {
 func Default() Config {
 	return Config{
 		Listen:            DefaultListen,
+		FastLane:          true,
 		Data:              DefaultData,
 		RefPackUpstreams:  []string{DefaultRefPackUpstream},
 		HydrillaUpstreams: []string{DefaultHydrillaUpstream},

@@ -138,6 +138,9 @@ var keys = []key{
 	mk("offline", kBool, "never contact an upstream; misses are 503", func() (func(*Config) string, func(*Config, string) error) {
 		return boolean(func(c *Config) *bool { return &c.Offline })
 	}),
+	mk("fast-lane", kBool, "answer repeated cached hits on plain-HTTP connections ahead of net/http (false: net/http answers every request)", func() (func(*Config) string, func(*Config, string) error) {
+		return boolean(func(c *Config) *bool { return &c.FastLane })
+	}),
 	mk("memory-cache-size", kSize, "bytes held by the memory tier (0 disables it)", func() (func(*Config) string, func(*Config, string) error) {
 		return size(func(c *Config) *int64 { return &c.MemoryCacheSize })
 	}),
@@ -257,7 +260,7 @@ func Flags(names ...string) []cli.Flag {
 		dv := k.get(&def)
 		switch k.kind {
 		case kBool:
-			flags = append(flags, altsrc.NewBoolFlag(&cli.BoolFlag{Name: k.name, Usage: k.usage, EnvVars: env}))
+			flags = append(flags, altsrc.NewBoolFlag(&cli.BoolFlag{Name: k.name, Usage: k.usage, EnvVars: env, Value: dv == "true"}))
 		case kList:
 			flags = append(flags, altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: k.name, Usage: k.usage + " (default: " + dv + ")", EnvVars: env}))
 		default:

@@ -5,7 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -95,10 +95,15 @@ func startMirrorLogged(t testing.TB, logw io.Writer, dir string, refpackUps, hyd
 	if err := m.srv.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewUnstartedServer(m.srv.Handler())
-	hs.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	hs.Start()
-	m.URL = hs.URL
+	// Served as cmd/regmirror serves it, fast lane included (unless the
+	// configuration turns it off).
+	hs := &http.Server{Handler: m.srv.Handler(), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go m.srv.Serve(hs, ln)
+	m.URL = "http://" + ln.Addr().String()
 	t.Cleanup(func() {
 		hs.Close()
 		cancel()

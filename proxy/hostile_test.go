@@ -63,7 +63,7 @@ func (h *hostileServer) listen(t *testing.T, readHeader, read, idle time.Duratio
 	if err != nil {
 		t.Fatal(err)
 	}
-	go hs.Serve(ln)
+	go h.m.srv.Serve(hs, ln)
 	t.Cleanup(func() { hs.Close() }) // runs before the mirror's cleanup closes the store
 	return ln.Addr().String()
 }

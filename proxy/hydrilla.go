@@ -78,7 +78,7 @@ func (s *Server) hyItem(w http.ResponseWriter, r *http.Request, typ, rest string
 				badRequest(w, "ver is a dotted version such as 2021.11.10")
 				return
 			}
-			s.serve(w, r, s.hyItemTarget(hydrilla.ItemRef{Type: typ, Identifier: id, Version: v}, false))
+			s.serveExact(w, r, s.hyItemTarget(hydrilla.ItemRef{Type: typ, Identifier: id, Version: v}, false))
 			return
 		}
 		t := &target{
@@ -129,7 +129,7 @@ func (s *Server) hyItem(w http.ResponseWriter, r *http.Request, typ, rest string
 		badRequest(w, "a version is dotted non-negative integers such as 2021.11.10")
 		return
 	}
-	s.serve(w, r, s.hyItemTarget(hydrilla.ItemRef{Type: typ, Identifier: id, Version: v}, false))
+	s.serveExact(w, r, s.hyItemTarget(hydrilla.ItemRef{Type: typ, Identifier: id, Version: v}, false))
 }
 
 // hyItemTarget is one item version: immutable, stored only when the upstream's
@@ -191,7 +191,7 @@ func (s *Server) hyFile(w http.ResponseWriter, r *http.Request, hex string) {
 		badRequest(w, "a file is named by 64 lowercase hex digits of its sha256")
 		return
 	}
-	s.serve(w, r, s.hyFileTarget(hex, false))
+	s.serveExact(w, r, s.hyFileTarget(hex, false))
 }
 
 func (s *Server) hyFileTarget(hex string, pin bool) *target {

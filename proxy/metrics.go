@@ -22,6 +22,7 @@ type Metrics struct {
 	StoreErrors      *prometheus.CounterVec
 	PatternIndex     prometheus.Gauge
 	SyncLastSuccess  *prometheus.GaugeVec
+	FastLane         prometheus.Counter
 	fleetWatched     bool
 }
 
@@ -92,9 +93,12 @@ func NewMetrics(c *cache.Cache) *Metrics {
 		SyncLastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "regmirror_sync_last_success_timestamp_seconds", Help: "When the last successful sync of an upstream ended.",
 		}, []string{"api", "upstream"}),
+		FastLane: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "regmirror_fast_lane_answers_total", Help: "Cached hits answered on the fast lane (also counted in regmirror_requests_total).",
+		}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.UpstreamRequests, m.UpstreamDuration, m.UpstreamUp,
-		m.StaleServed, m.VerifyFailures, m.Coalesced, m.StoreErrors, m.PatternIndex, m.SyncLastSuccess,
+		m.StaleServed, m.VerifyFailures, m.Coalesced, m.StoreErrors, m.PatternIndex, m.SyncLastSuccess, m.FastLane,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if c != nil {
 		reg.MustRegister(

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"io"
@@ -36,36 +37,50 @@ func (s *Server) Handler() http.Handler {
 		if xc == "" {
 			xc = "NONE"
 		}
-		s.noteRequest(xc)
 		s.metrics.Requests.WithLabelValues(api, route, strconv.Itoa(rec.status), xc).Inc()
 		s.metrics.RequestDuration.WithLabelValues(api, xc).Observe(d.Seconds())
-		if s.access != nil {
-			if s.accessOn {
-				s.access.write(&accessLine{id: id, method: r.Method, path: r.URL.Path, status: rec.status,
-					bytes: rec.bytes, duration: d, cache: xc, upstream: rec.upstream})
-			}
-		} else if s.log.Enabled(r.Context(), slog.LevelInfo) {
-			s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-				slog.String("id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
-				slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes), slog.Duration("duration", d),
-				slog.String("cache", xc), slog.String("upstream", rec.upstream))
-		}
+		s.noteRequest(xc)
+		s.logRequest(r.Context(), &accessLine{id: id, method: r.Method, path: r.URL.Path, status: rec.status,
+			bytes: rec.bytes, duration: d, cache: xc, upstream: rec.upstream})
 	})
+}
+
+// logRequest writes a request's access line when the log level lets it through.
+func (s *Server) logRequest(ctx context.Context, a *accessLine) {
+	if s.access != nil {
+		if s.accessOn {
+			s.access.write(a)
+		}
+	} else if s.log.Enabled(ctx, slog.LevelInfo) {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "request",
+			slog.String("id", a.id), slog.String("method", a.method), slog.String("path", a.path),
+			slog.Int("status", a.status), slog.Int64("bytes", a.bytes), slog.Duration("duration", a.duration),
+			slog.String("cache", a.cache), slog.String("upstream", a.upstream))
+	}
 }
 
 // noteUpstream records the upstream an answer came from for the access line,
 // in the recorder under w (found through Unwrap; kept there rather than in the
 // request's context, which would copy the request on every hit).
 func noteUpstream(w http.ResponseWriter, base string) {
-	for base != "" {
+	if base == "" {
+		return
+	}
+	if rec := recorderOf(w); rec != nil {
+		rec.upstream = base
+	}
+}
+
+// recorderOf finds the recorder under w.
+func recorderOf(w http.ResponseWriter) *recorder {
+	for {
 		switch x := w.(type) {
 		case *recorder:
-			x.upstream = base
-			return
+			return x
 		case interface{ Unwrap() http.ResponseWriter }:
 			w = x.Unwrap()
 		default:
-			return
+			return nil
 		}
 	}
 }
@@ -83,10 +98,13 @@ var (
 
 func requestID() string {
 	var b [24]byte
-	out := append(b[:0], requestPrefix...)
-	out = append(out, '-')
-	out = strconv.AppendUint(out, requestSeq.Add(1), 36)
-	return string(out)
+	return string(appendRequestID(b[:0]))
+}
+
+func appendRequestID(b []byte) []byte {
+	b = append(b, requestPrefix...)
+	b = append(b, '-')
+	return strconv.AppendUint(b, requestSeq.Add(1), 36)
 }
 
 // classify names a request's API and route for metrics, from a bounded set so
@@ -124,6 +142,9 @@ type recorder struct {
 	bytes    int64
 	wrote    bool
 	upstream string // the upstream the answer came from, when it came from one
+	// fastKey is the key whose entry alone answers this request, whatever the
+	// server's state: such a hit may be answered again on the fast lane.
+	fastKey string
 }
 
 func (r *recorder) WriteHeader(code int) {

@@ -35,6 +35,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, t *target) {
 	}
 }
 
+// serveExact is serve for a target that is a function of the request alone:
+// its hits may be answered again on the fast lane.
+func (s *Server) serveExact(w http.ResponseWriter, r *http.Request, t *target) {
+	fastHint(w, t.key)
+	s.serve(w, r, t)
+}
+
 // respond writes a resolved answer with the mirror's cache headers.
 func (s *Server) respond(w http.ResponseWriter, r *http.Request, a *answer) error {
 	if a.relay != nil {
@@ -126,6 +133,9 @@ func (s *Server) writeHot(w http.ResponseWriter, r *http.Request, a *answer) err
 		h[k] = v
 	}
 	setCacheHeaders(h, a)
+	if s.fast != nil && a.state == Hit && a.status == "hit" {
+		s.fast.remember(w, r, a.hot, h)
+	}
 	w.WriteHeader(http.StatusOK)
 	w.Write(a.hot.Body)
 	return nil

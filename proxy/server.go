@@ -65,6 +65,7 @@ type Server struct {
 	// (possibly pre-write) answer already stale.
 	writeGen atomic.Uint64
 	uploads  chan struct{} // a slot per push being spooled and checked
+	fast     *fastHits     // what the fast lane answers; nil without it (Serve)
 }
 
 // New builds a Server.
@@ -95,6 +96,9 @@ func New(o Options) *Server {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
 	s.mux = mux
+	if o.Config.FastLane {
+		s.fast = newFastHits(s)
+	}
 	s.hy = newCatalogue(func(n int) { s.metrics.PatternIndex.Set(float64(n)) })
 	return s
 }

@@ -209,7 +209,8 @@ func serve(c *cli.Context) error {
 			// HTTP/2 is negotiated by ServeTLS; the certificate comes from GetCertificate.
 			errc <- hs.ServeTLS(ln, "", "")
 		} else {
-			errc <- hs.Serve(ln)
+			// Plain HTTP: repeated cached hits may be answered on the fast lane.
+			errc <- srv.Serve(hs, ln)
 		}
 	}()
 	select {

@@ -1,0 +1,263 @@
+// Package fastlane answers repeated cached hits on plain HTTP/1.1 connections
+// ahead of net/http, and hands every other connection to net/http unchanged.
+//
+// Why: on a small machine, net/http's per-request work (a goroutine and a
+// background read per request, the request and header maps, the response
+// state) costs more than writing a cached 1 KiB answer. The lane reads a
+// request head itself and, when it is a plain GET that the Answerer holds an
+// answer for, writes that answer from bytes prepared earlier. At the first
+// request it does not fully understand or cannot answer, it stops reading and
+// gives the connection, with every byte it has read, to net/http, which then
+// serves it for the rest of its life exactly as if the lane were not there.
+// The lane never answers an error, never parses a body and never guesses: any
+// doubt is net/http's to settle.
+package fastlane
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Answerer holds the answers the lane may give.
+type Answerer interface {
+	// Answer writes the whole response to "GET target HTTP/1.1" (status line,
+	// headers and body) to w and reports true, or writes nothing and reports
+	// false, and the request goes to net/http. target is the request target
+	// as sent, valid only during the call.
+	Answer(w *bufio.Writer, target []byte) bool
+}
+
+// bufSize bounds the request head the lane reads; a longer one is net/http's.
+const bufSize = 4 << 10
+
+// Serve accepts connections on ln for hs: requests a answers are answered on
+// the lane, and every connection the lane gives up on is served by hs. It
+// returns what hs.Serve returns; hs.Shutdown and hs.Close stop the lane too
+// (the lane's connections are closed once they are between requests).
+// ln must be a plain TCP listener: TLS connections are for hs.ServeTLS.
+func Serve(hs *http.Server, ln net.Listener, a Answerer) error {
+	l := &lane{
+		ln: ln, a: a, hs: hs,
+		handoff:   make(chan net.Conn),
+		done:      make(chan struct{}),
+		acceptErr: make(chan error, 1),
+		conns:     map[net.Conn]struct{}{},
+	}
+	go l.acceptLoop()
+	return hs.Serve(&handoffListener{l})
+}
+
+type lane struct {
+	ln        net.Listener
+	a         Answerer
+	hs        *http.Server
+	handoff   chan net.Conn // connections for net/http
+	acceptErr chan error    // the listener's fatal error, for hs.Serve
+	done      chan struct{} // closed when the lane stops
+
+	stopping atomic.Bool // closing, for reads without the lock
+	mu       sync.Mutex
+	closing  bool
+	conns    map[net.Conn]struct{} // connections the lane serves
+}
+
+func (l *lane) acceptLoop() {
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if l.isClosing() {
+				return
+			}
+			// Like net/http: out of file descriptors and the like pass.
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			l.acceptErr <- err
+			return
+		}
+		delay = 0
+		go l.serveConn(c)
+	}
+}
+
+func (l *lane) isClosing() bool { return l.stopping.Load() }
+
+// setDeadline moves c's read deadline unless the lane is stopping: stop wakes
+// the connections by moving theirs to now, which must not be undone.
+func (l *lane) setDeadline(c net.Conn, t time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closing {
+		return false
+	}
+	c.SetReadDeadline(t)
+	return true
+}
+
+// track adds c to the lane's connections, or reports false when the lane is
+// stopping.
+func (l *lane) track(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closing {
+		return false
+	}
+	l.conns[c] = struct{}{}
+	return true
+}
+
+func (l *lane) untrack(c net.Conn) {
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+}
+
+// stop closes the listener and wakes every connection the lane serves, which
+// then closes once it is between requests.
+func (l *lane) stop() error {
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closing = true
+	l.stopping.Store(true)
+	for c := range l.conns {
+		c.SetReadDeadline(time.Now())
+	}
+	l.mu.Unlock()
+	close(l.done)
+	return l.ln.Close()
+}
+
+// idleSlack is how stale the idle deadline may get before it is moved: moving
+// it costs a timer update, and the idle timeout is minutes.
+const idleSlack = time.Second
+
+func (l *lane) serveConn(c net.Conn) {
+	if !l.track(c) {
+		c.Close()
+		return
+	}
+	br := bufio.NewReaderSize(c, bufSize)
+	bw := bufio.NewWriterSize(c, bufSize)
+	idle := l.hs.IdleTimeout
+	if idle == 0 {
+		idle = l.hs.ReadTimeout
+	}
+	var deadline time.Time
+	for {
+		if br.Buffered() == 0 {
+			if bw.Buffered() > 0 && bw.Flush() != nil {
+				break
+			}
+			if idle > 0 {
+				if now := time.Now(); deadline.Sub(now) < idle-idleSlack {
+					deadline = now.Add(idle)
+					if !l.setDeadline(c, deadline) {
+						break
+					}
+				}
+			}
+			if _, err := br.Peek(1); err != nil {
+				break // closed, idle too long, or the lane is stopping
+			}
+			if l.stopping.Load() {
+				break
+			}
+		}
+		buf, _ := br.Peek(br.Buffered())
+		n, target := parseHead(buf)
+		if n == 0 || !l.a.Answer(bw, target) {
+			l.handOff(c, br, bw)
+			return
+		}
+		br.Discard(n)
+	}
+	l.untrack(c)
+	c.Close()
+}
+
+// handOff gives c to net/http with what the lane has read but not answered.
+func (l *lane) handOff(c net.Conn, br *bufio.Reader, bw *bufio.Writer) {
+	l.untrack(c)
+	if bw.Flush() != nil || c.SetReadDeadline(time.Time{}) != nil {
+		c.Close()
+		return
+	}
+	hc := &handedConn{Conn: c}
+	if br.Buffered() > 0 {
+		hc.br = br
+	}
+	select {
+	case l.handoff <- hc:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+// handedConn is a connection given to net/http: its reads first return what
+// the lane had read.
+type handedConn struct {
+	net.Conn
+	br *bufio.Reader // nil once drained
+}
+
+func (c *handedConn) Read(p []byte) (int, error) {
+	if c.br != nil {
+		n, err := c.br.Read(p)
+		if c.br.Buffered() == 0 {
+			c.br = nil
+		}
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
+	return c.Conn.Read(p)
+}
+
+// ReadFrom keeps sendfile: net/http sends files through its connection's
+// ReadFrom when it has one.
+func (c *handedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
+// CloseWrite lets net/http half-close after an error answer, as it does on a
+// TCP connection.
+func (c *handedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// handoffListener is what hs.Serve accepts from: the connections the lane
+// gave up on. Closing it stops the lane.
+type handoffListener struct{ l *lane }
+
+func (h *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.l.handoff:
+		return c, nil
+	case err := <-h.l.acceptErr:
+		return nil, err
+	case <-h.l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (h *handoffListener) Close() error   { return h.l.stop() }
+func (h *handoffListener) Addr() net.Addr { return h.l.ln.Addr() }

@@ -1,0 +1,239 @@
+package fastlane
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// table answers the targets it holds with a fixed response.
+type table struct {
+	answers map[string]string
+	n       atomic.Int64
+}
+
+func (t *table) Answer(w *bufio.Writer, target []byte) bool {
+	body, ok := t.answers[string(target)]
+	if !ok {
+		return false
+	}
+	t.n.Add(1)
+	fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Lane: fast\r\n\r\n%s", len(body), body)
+	return true
+}
+
+// start serves a net/http handler behind the lane on 127.0.0.1.
+func start(t *testing.T, a Answerer, h http.Handler) (*http.Server, string) {
+	t.Helper()
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- Serve(hs, ln, a) }()
+	t.Cleanup(func() {
+		hs.Close()
+		if err := <-done; err != http.ErrServerClosed {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	return hs, ln.Addr().String()
+}
+
+func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, bufio.NewReader(c)
+}
+
+func read(t *testing.T, br *bufio.Reader, method string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
+}
+
+// The lane answers what it holds, hands the connection to net/http at the
+// first request it does not, with every byte it had read (a pipelined body
+// included), and net/http keeps it from then on.
+func TestHandOffKeepsEveryByte(t *testing.T) {
+	dir := t.TempDir()
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB: net/http sends it with sendfile
+	if err := os.WriteFile(filepath.Join(dir, "big"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tb := &table{answers: map[string]string{"/fast": "quick"}}
+	_, addr := start(t, tb, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			http.ServeFile(w, r, filepath.Join(dir, "big"))
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Lane", "net/http")
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.RequestURI(), b)
+	}))
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: a\r\n\r\n"+
+		"GET /fast HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\n\r\n"+
+		"POST /fast HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"+
+		"GET /fast HTTP/1.1\r\nHost: a\r\n\r\n"+
+		"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+	want := []struct{ lane, body string }{
+		{"fast", "quick"}, {"fast", "quick"}, {"net/http", "POST /fast hello"}, {"net/http", "GET /fast "}, {"", string(big)},
+	}
+	for i, w := range want {
+		resp, body := read(t, br, "GET")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Lane") != w.lane || body != w.body {
+			t.Fatalf("answer %d: %d %q, %d bytes; want %q, %d bytes", i, resp.StatusCode, resp.Header.Get("X-Lane"), len(body), w.lane, len(w.body))
+		}
+	}
+	if n := tb.n.Load(); n != 2 {
+		t.Errorf("the lane answered %d requests, want 2", n)
+	}
+}
+
+// Whatever the lane does not take is net/http's, answered as net/http
+// answers it: errors, HTTP/1.0, a missing Host, conditions, Connection: close.
+func TestOtherRequestsAreNetHTTPs(t *testing.T) {
+	tb := &table{answers: map[string]string{"/fast": "quick"}}
+	_, addr := start(t, tb, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Lane", "net/http")
+		io.WriteString(w, "slow")
+	}))
+	for _, tc := range []struct {
+		req    string
+		status int
+	}{
+		{"GET /fast HTTP/1.0\r\n\r\n", 200},
+		{"GET /fast HTTP/1.1\r\n\r\n", 400},
+		{"GET /fast HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+		{"GET /fast HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\n\r\n", 200},
+		{"GET /fast HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"x\"\r\n\r\n", 200},
+		{"GET /fast HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 200},
+		{"GET /fast HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", 400},
+		{"GET /fast HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400},
+		{"GET /other HTTP/1.1\r\nHost: a\r\n\r\n", 200},
+	} {
+		c, br := dial(t, addr)
+		io.WriteString(c, tc.req)
+		resp, _ := read(t, br, "GET")
+		if resp.StatusCode != tc.status || resp.StatusCode == 200 && resp.Header.Get("X-Lane") != "net/http" {
+			t.Errorf("%q: %d from %q, want %d from net/http", tc.req, resp.StatusCode, resp.Header.Get("X-Lane"), tc.status)
+		}
+	}
+	if n := tb.n.Load(); n != 0 {
+		t.Errorf("the lane answered %d requests, want 0", n)
+	}
+}
+
+// Shutdown closes the lane's idle connections and returns at once.
+func TestShutdownClosesIdleConnections(t *testing.T) {
+	tb := &table{answers: map[string]string{"/fast": "quick"}}
+	hs, addr := start(t, tb, http.NotFoundHandler())
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: a\r\n\r\n")
+	read(t, br, "GET")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := hs.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after Shutdown the connection reads %v, want EOF", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Shutdown and close took %v", d)
+	}
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Error("the listener still accepts after Shutdown")
+	}
+}
+
+func TestParseHead(t *testing.T) {
+	for _, tc := range []struct {
+		head, target string
+	}{
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "/"},
+		{"GET /p?version=1.0.0 HTTP/1.1\r\nhost: 127.0.0.1:80\r\nAccept: */*\r\nConnection: Keep-Alive\r\n\r\n", "/p?version=1.0.0"},
+		{"GET /a%2Fb HTTP/1.1\r\nHost: [::1]:8080\r\nUser-Agent:\t x \r\n\r\n", "/a%2Fb"},
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n", "/"},
+		{"GET / HTTP/1.1\r\nHost: a\r\n", ""},
+		{"GET / HTTP/1.1\nHost: a\n\n", ""},
+		{"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", ""},
+		{"GET / HTTP/1.0\r\nHost: a\r\n\r\n", ""},
+		{"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", ""},
+		{"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", ""},
+		{"GET /%zz HTTP/1.1\r\nHost: a\r\n\r\n", ""},
+		{"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", ""},
+		{"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", ""},
+		{"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", ""},
+		{"GET / HTTP/1.1\r\nHost: a\r\nX : y\r\n\r\n", ""},
+		{"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", ""},
+		{"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", ""},
+		{"GET / HTTP/1.1\r\nHost: a\r\nIf-Modified-Since: x\r\n\r\n", ""},
+		{"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\n", ""},
+		{"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", ""},
+		{"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", ""},
+	} {
+		n, target := parseHead([]byte(tc.head))
+		if string(target) != tc.target || (n == 0) != (tc.target == "") {
+			t.Errorf("%q: %d %q, want %q", tc.head, n, target, tc.target)
+		}
+	}
+}
+
+// Every head the lane takes is one net/http reads as the same plain GET, with
+// no body, keep-alive, and nothing that conditions the answer.
+func FuzzParseHead(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /packages/x/meta?version=1.0.0 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
+		"GET /a%2Fb HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: keep-alive\r\n\r\n",
+		"GET //x HTTP/1.1\r\nHost: a\r\nX-Y:\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, target := parseHead(b)
+		if n == 0 {
+			return
+		}
+		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(b[:n])))
+		if err != nil {
+			t.Fatalf("the lane takes %q; net/http refuses it: %v", b[:n], err)
+		}
+		if req.Method != "GET" || req.RequestURI != string(target) || req.ProtoMinor != 1 || req.Close ||
+			req.ContentLength != 0 || len(req.TransferEncoding) > 0 || req.Host == "" {
+			t.Fatalf("the lane takes %q as GET %q; net/http reads %s %q close=%v length=%d te=%v host=%q",
+				b[:n], target, req.Method, req.RequestURI, req.Close, req.ContentLength, req.TransferEncoding, req.Host)
+		}
+		for k := range req.Header {
+			if strings.HasPrefix(k, "If-") || k == "Range" || k == "Expect" || k == "Upgrade" {
+				t.Fatalf("the lane takes %q with %s", b[:n], k)
+			}
+		}
+	})
+}

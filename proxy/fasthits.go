@@ -1,0 +1,220 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/textproto"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/fastlane"
+)
+
+// Serve serves the mirror's Handler through hs on the plain-TCP listener ln:
+// with the fast lane (package fastlane) when the configuration enables it,
+// else with hs.Serve alone. TLS listeners are for hs.ServeTLS.
+func (s *Server) Serve(hs *http.Server, ln net.Listener) error {
+	if s.fast == nil {
+		return hs.Serve(ln)
+	}
+	s.fast.serving.Store(true)
+	return fastlane.Serve(hs, ln, s.fast)
+}
+
+func newFastHits(s *Server) *fastHits {
+	return &fastHits{s: s, memos: map[string]*hitMemo{}, budget: max(s.cfg.MemoryCacheSize/4, 1<<20)}
+}
+
+// fastHits is what the fast lane answers: for an exact request target, the
+// cached hit net/http answered it with, remembered with its response head
+// rendered as net/http wrote it. A remembered hit is given again only while
+// the memory tier still holds that same entry and it is fresh; anything else
+// (a newer entry, an evicted one, a stale one) goes back to net/http, which
+// answers it and remembers the new hit.
+//
+// Only requests whose answer is a function of their target alone are
+// remembered: routes say so with fastHint (a RefPack zip or /meta at an
+// explicit version, /versions, a Hydrilla file or item version). "Latest"
+// answers, merged answers and anything built per request never are.
+type fastHits struct {
+	s      *Server
+	mu     sync.RWMutex
+	memos  map[string]*hitMemo // by request target
+	bytes  int64               // body bytes the memos hold
+	budget int64               // most body bytes they may hold
+	// serving is set once a fast lane serves: before, nothing is remembered.
+	serving atomic.Bool
+}
+
+// maxHitMemos bounds the number of remembered targets.
+const maxHitMemos = 1 << 16
+
+type hitMemo struct {
+	key  string
+	hot  *cache.Hot
+	head [3][]byte // the head up to X-Request-Id's value, to Date's value, and its end
+	// For the request's metrics and access line, as the middleware gives them.
+	path, upstream string
+	requests       prometheus.Counter
+	duration       prometheus.Observer
+}
+
+// fastHint says that the answer to this request is the entry under key and
+// nothing else: a hit on it may be answered again on the fast lane.
+func fastHint(w http.ResponseWriter, key string) {
+	if rec := recorderOf(w); rec != nil {
+		rec.fastKey = key
+	}
+}
+
+// Answer writes a remembered hit for target (fastlane.Answerer).
+func (f *fastHits) Answer(w *bufio.Writer, target []byte) bool {
+	f.mu.RLock()
+	m := f.memos[string(target)]
+	f.mu.RUnlock()
+	if m == nil {
+		return false
+	}
+	hot, ok := f.s.cache.Memory(m.key)
+	if !ok || hot != m.hot {
+		f.forget(string(target), m)
+		return false
+	}
+	start := time.Now()
+	if !hot.Entry.Fresh(start, f.s.cfg.MetadataMaxAge, f.s.cfg.NegativeMaxAge) {
+		return false
+	}
+	b := w.AvailableBuffer()
+	b = append(b, m.head[0]...)
+	idAt := len(b)
+	b = appendRequestID(b)
+	idEnd := len(b)
+	b = append(b, m.head[1]...)
+	b = fastlane.AppendDate(b, start)
+	b = append(b, m.head[2]...)
+	var id string
+	if f.s.logsRequests() {
+		id = string(b[idAt:idEnd])
+	}
+	w.Write(b)
+	w.Write(hot.Body)
+	d := time.Since(start)
+	m.requests.Inc()
+	m.duration.Observe(d.Seconds())
+	f.s.metrics.FastLane.Inc()
+	f.s.noteRequest(string(Hit))
+	if id != "" {
+		f.s.logRequest(context.Background(), &accessLine{id: id, method: http.MethodGet, path: m.path, status: http.StatusOK,
+			bytes: int64(len(hot.Body)), duration: d, cache: string(Hit), upstream: m.upstream})
+	}
+	return true
+}
+
+// logsRequests reports whether access lines are written.
+func (s *Server) logsRequests() bool {
+	if s.access != nil {
+		return s.accessOn
+	}
+	return s.log.Enabled(context.Background(), slog.LevelInfo)
+}
+
+func (f *fastHits) forget(target string, m *hitMemo) {
+	f.mu.Lock()
+	if f.memos[target] == m {
+		delete(f.memos, target)
+		f.bytes -= int64(len(m.hot.Body))
+	}
+	f.mu.Unlock()
+}
+
+// remember keeps the hit net/http is about to write (status 200, headers h,
+// the body of hot) for the fast lane, when the route said it may.
+func (f *fastHits) remember(w http.ResponseWriter, r *http.Request, hot *cache.Hot, h http.Header) {
+	rec := recorderOf(w)
+	if !f.serving.Load() || rec == nil || rec.fastKey == "" || rec.fastKey != hot.Entry.Key || r.Method != http.MethodGet ||
+		r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.TLS != nil {
+		return
+	}
+	f.mu.RLock()
+	old := f.memos[r.RequestURI]
+	f.mu.RUnlock()
+	if old != nil && old.hot == hot {
+		return
+	}
+	if held, ok := f.s.cache.Memory(hot.Entry.Key); !ok || held != hot {
+		// The memory tier does not hold this answer (yet, or it refused it):
+		// the lane could not give it.
+		return
+	}
+	head, ok := renderHead(h)
+	if !ok {
+		return
+	}
+	api, route := classify(r.URL.Path)
+	m := &hitMemo{key: hot.Entry.Key, hot: hot, head: head, path: r.URL.Path, upstream: rec.upstream,
+		requests: f.s.metrics.Requests.WithLabelValues(api, route, "200", string(Hit)),
+		duration: f.s.metrics.RequestDuration.WithLabelValues(api, string(Hit))}
+	size := int64(len(hot.Body))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if old := f.memos[r.RequestURI]; old != nil {
+		f.bytes -= int64(len(old.hot.Body))
+		delete(f.memos, r.RequestURI)
+	}
+	if len(f.memos) >= maxHitMemos || f.bytes+size > f.budget {
+		// Start over rather than track use: what is still asked for comes back
+		// after its next answer through net/http.
+		clear(f.memos)
+		f.bytes = 0
+	}
+	f.memos[r.RequestURI] = m
+	f.bytes += size
+}
+
+// renderHead writes the response head net/http writes for a 200 with headers
+// h and no Date: the status line, h sorted by key (each value trimmed as
+// net/http trims it), then Date. It is cut at X-Request-Id's value and Date's
+// value, which change on every answer. It refuses headers net/http would
+// rewrite.
+func renderHead(h http.Header) (head [3][]byte, ok bool) {
+	if _, ok := h["X-Request-Id"]; !ok {
+		return head, false
+	}
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		if k != "Date" {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	b := []byte("HTTP/1.1 200 OK\r\n")
+	for _, k := range keys {
+		if k == "X-Request-Id" {
+			head[0] = append(b, "X-Request-Id: "...)
+			b = []byte("\r\n")
+			continue
+		}
+		for _, v := range h[k] {
+			if strings.ContainsAny(k, "\r\n: \t") || strings.ContainsAny(v, "\r\n") {
+				return head, false
+			}
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, textproto.TrimString(v)...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	b = append(b, "Date: "...)
+	head[1] = b
+	head[2] = []byte("\r\n\r\n")
+	return head, true
+}
