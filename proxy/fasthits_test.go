@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -171,6 +172,19 @@ func TestFastLaneNeverServesWhatTheMirrorWouldNot(t *testing.T) {
 	head, _ := dialMirror(t, m).roundTrip(getReq(versions))
 	if reg.Count("/packages") != before+1 || !strings.Contains(head, "fwd=stale") {
 		t.Errorf("/versions past its max-age was not revalidated: %q", head)
+	}
+
+	// A newer answer replaces the remembered one, head and body together.
+	reg.AddPackage("vendor", "country-codes", "1.3.0")
+	time.Sleep(400 * time.Millisecond)
+	get(t, m.URL+versions)
+	warmFast(t, m, versions)
+	head, body := dialMirror(t, m).roundTrip(getReq(versions))
+	if !bytes.Contains(body, []byte(`"1.3.0"`)) || !json.Valid(body) {
+		t.Errorf("after a newer /versions the fast lane answers %q %s", head, body)
+	}
+	if want := get(t, m.URL+versions); want.Header.Get("Etag") != regexp.MustCompile(`Etag: (.*)\r\n`).FindStringSubmatch(head)[1] {
+		t.Errorf("the fast lane's Etag is not the entry's: %q, want %s", head, want.Header.Get("Etag"))
 	}
 
 	if err := m.cache.Delete(context.Background(), "rp/meta/vendor/country-codes@1.2.0"); err != nil {
