@@ -56,6 +56,9 @@ func parseHead(buf []byte) (n int, target []byte) {
 		}
 		switch {
 		case equalFold(name, "host"):
+			if len(value) == 0 {
+				return 0, nil
+			}
 			for _, b := range value {
 				if !isHostByte(b) {
 					return 0, nil
