@@ -165,9 +165,63 @@ func putMeta(tx *bolt.Tx, e *Entry) error {
 	return b.Put([]byte(e.Key), v)
 }
 
-// MetaWithPrefix implements MetaWalker.
-func (d *Disk) MetaWithPrefix(_ context.Context, prefix string, fn func(key, upstream string, meta []byte) error) error {
+// metaBatchSize is how many records MetaBatches hands over at once: large
+// enough that handing over costs nothing, small enough to spread a walk over
+// the cores evenly.
+const metaBatchSize = 1024
+
+// MetaBatches implements MetaWalker. The walk itself is one cursor in one read
+// transaction; fn runs on the workers, on views of the mapped file.
+func (d *Disk) MetaBatches(ctx context.Context, prefix string, workers int, fn func(seq int, batch []MetaRecord) error) error {
+	workers = max(workers, 1)
 	return d.db.View(func(tx *bolt.Tx) error {
+		type job struct {
+			seq   int
+			batch []MetaRecord
+		}
+		jobs := make(chan job, workers)
+		// Batches go back to the walk once fn is done with them.
+		free := make(chan []MetaRecord, 2*workers+1)
+		stop := make(chan struct{})
+		var (
+			errOnce  sync.Once
+			firstErr error
+			wg       sync.WaitGroup
+		)
+		fail := func(err error) {
+			errOnce.Do(func() { firstErr = err; close(stop) })
+		}
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := range jobs {
+					select {
+					case <-stop:
+					default:
+						if err := fn(j.seq, j.batch); err != nil {
+							fail(err)
+						}
+					}
+					select {
+					case free <- j.batch[:0]:
+					default:
+					}
+				}
+			}()
+		}
+		seq := 0
+		var batch []MetaRecord
+		send := func() bool {
+			select {
+			case jobs <- job{seq, batch}:
+				seq++
+				batch = nil
+				return true
+			case <-stop:
+				return false
+			}
+		}
 		c := tx.Bucket(metaBucket).Cursor()
 		p := []byte(prefix)
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
@@ -175,7 +229,45 @@ func (d *Disk) MetaWithPrefix(_ context.Context, prefix string, fn func(key, ups
 			if !ok {
 				continue
 			}
-			if err := fn(string(k), string(up), meta); err != nil {
+			if batch == nil {
+				select {
+				case batch = <-free:
+				default:
+					batch = make([]MetaRecord, 0, metaBatchSize)
+				}
+			}
+			batch = append(batch, MetaRecord{Key: k, Upstream: up, Meta: meta})
+			if len(batch) == metaBatchSize {
+				if err := ctx.Err(); err != nil {
+					fail(err)
+				}
+				if !send() {
+					break
+				}
+			}
+		}
+		if len(batch) > 0 {
+			send()
+		}
+		close(jobs)
+		wg.Wait()
+		return firstErr
+	})
+}
+
+// MetaKeys implements MetaWalker.
+func (d *Disk) MetaKeys(ctx context.Context, prefix string, fn func(key []byte) error) error {
+	return d.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(metaBucket).Cursor()
+		p := []byte(prefix)
+		n := 0
+		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+			if n++; n%metaBatchSize == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			if err := fn(k); err != nil {
 				return err
 			}
 		}

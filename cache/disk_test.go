@@ -3,9 +3,13 @@ package cache_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/regmirror/regmirror/cache"
@@ -78,5 +82,77 @@ func TestDiskClearsStaleTempFiles(t *testing.T) {
 	defer d.Close()
 	if des, _ := os.ReadDir(d.TempDir()); len(des) != 0 {
 		t.Fatalf("temp files left after restart: %d", len(des))
+	}
+}
+
+// TestDiskMetaBatches walks the Meta records of one prefix in batches on
+// several goroutines: each record once, in key order by batch number, with its
+// upstream and Meta; entries without Meta, and other prefixes, left out; an
+// error from fn, or a cancelled context, stops the walk and is returned.
+func TestDiskMetaBatches(t *testing.T) {
+	ctx := context.Background()
+	d, err := cache.OpenDisk(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	const n = 2500 // a few batches and a partial one
+	var es []*cache.Entry
+	for i := range n {
+		es = append(es, &cache.Entry{Key: fmt.Sprintf("p/%05d", i), Digest: strings.Repeat("a", 64), Upstream: fmt.Sprintf("u%d", i%3),
+			Meta: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))})
+	}
+	es = append(es, &cache.Entry{Key: "p/no-meta", Digest: strings.Repeat("a", 64)},
+		&cache.Entry{Key: "q/00000", Digest: strings.Repeat("a", 64), Meta: json.RawMessage(`{}`)})
+	if err := d.PutEntries(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	batches := map[int][]string{}
+	err = d.MetaBatches(ctx, "p/", 3, func(seq int, batch []cache.MetaRecord) error {
+		var got []string
+		for _, r := range batch {
+			got = append(got, string(r.Key)+" "+string(r.Upstream)+" "+string(r.Meta))
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if _, dup := batches[seq]; dup {
+			t.Errorf("batch %d handed over twice", seq)
+		}
+		batches[seq] = got
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []string
+	for seq := range len(batches) {
+		all = append(all, batches[seq]...)
+	}
+	if len(all) != n {
+		t.Fatalf("%d records in %d batches, want %d", len(all), len(batches), n)
+	}
+	for i, r := range all {
+		if want := fmt.Sprintf(`p/%05d u%d {"n":%d}`, i, i%3, i); r != want {
+			t.Fatalf("record %d = %q, want %q", i, r, want)
+		}
+	}
+	keys := 0
+	if err := d.MetaKeys(ctx, "p/", func(k []byte) error { keys++; return nil }); err != nil || keys != n {
+		t.Fatalf("MetaKeys: %d keys, %v; want %d", keys, err, n)
+	}
+
+	boom := errors.New("boom")
+	if err := d.MetaBatches(ctx, "p/", 2, func(int, []cache.MetaRecord) error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("MetaBatches with a failing fn = %v, want %v", err, boom)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := d.MetaBatches(cctx, "p/", 2, func(int, []cache.MetaRecord) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("MetaBatches with a cancelled context = %v, want context.Canceled", err)
+	}
+	if err := d.MetaKeys(cctx, "p/", func([]byte) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("MetaKeys with a cancelled context = %v, want context.Canceled", err)
 	}
 }

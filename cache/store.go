@@ -78,7 +78,23 @@ type RawPrefixWalker interface {
 }
 
 // MetaWalker is an optional ability of a Store: the Meta of the entries whose
-// key starts with prefix, with their upstream, without the rest of each record.
+// key starts with prefix, with their upstream, without the rest of each record,
+// for a caller that decodes them on several cores (the Hydrilla catalogue at
+// start-up).
 type MetaWalker interface {
-	MetaWithPrefix(ctx context.Context, prefix string, fn func(key, upstream string, meta []byte) error) error
+	// MetaBatches hands the records over in batches of consecutive keys,
+	// numbered from 0 in key order, to fn on up to workers goroutines at once.
+	// The batch and the bytes it points to are views of the store's own
+	// memory: valid only until fn returns, and never to be changed. fn's
+	// error (or ctx's) stops the walk and is returned.
+	MetaBatches(ctx context.Context, prefix string, workers int, fn func(seq int, batch []MetaRecord) error) error
+	// MetaKeys calls fn with the key of every record whose key starts with
+	// prefix, in key order, reading nothing else (to count them before
+	// MetaBatches, say). The key is valid only during fn.
+	MetaKeys(ctx context.Context, prefix string, fn func(key []byte) error) error
+}
+
+// MetaRecord is one record a MetaWalker hands over.
+type MetaRecord struct {
+	Key, Upstream, Meta []byte
 }

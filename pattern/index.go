@@ -53,61 +53,134 @@ type node struct {
 // Build indexes items. Items whose pattern does not parse are skipped and
 // reported, one error (wrapping ErrInvalid) each; the index holds the rest.
 func Build[V any](items []Item[V]) (*Index[V], []error) {
-	ix := &Index[V]{
-		roots: make(map[rootKey]uint32),
-		edges: make(map[edge]uint32, 2*len(items)),
-		nodes: make([]node, 1, 2*len(items)+1),
-	}
-	type entry struct {
-		leaf  uint32
-		slash bool
-		item  int
-	}
-	entries := make([]entry, 0, len(items))
-	nLeaves := uint32(1)
+	b := NewBuilder[V](len(items))
 	var errs []error
-
 	for i, it := range items {
-		p, err := Parse(it.Pattern)
-		if err != nil {
+		if err := b.Add(it.Pattern, it.Value); err != nil {
 			errs = append(errs, fmt.Errorf("item %d: %w", i, err))
+		}
+	}
+	return b.Index(), errs
+}
+
+// Builder builds an Index one item at a time, for a caller that produces the
+// items while the index is being built (Build is a Builder fed from a slice).
+// Add order is the insertion order that breaks ties in Match. A Builder is
+// not safe for concurrent use.
+type Builder[V any] struct {
+	ix      *Index[V]
+	entries []buildEntry[V]
+	nLeaves uint32
+	// Reused across Add: the labels and segments of the pattern being added.
+	host, path []string
+	// The host walk of the last pattern added under each root: patterns
+	// added one after another often share their host (those of one mapping
+	// do), and the walk down it is most of the cost of adding one.
+	lastHost []hostWalk
+}
+
+// hostWalk is a walk down a host trie: labels TLD first, and the node each
+// label led to.
+type hostWalk struct {
+	root   uint32
+	labels []string
+	nodes  []uint32
+}
+
+type buildEntry[V any] struct {
+	leaf  uint32
+	slash bool
+	value V
+}
+
+// NewBuilder returns an empty Builder; hint is the number of items expected
+// (0 when unknown), which only sizes its tables.
+func NewBuilder[V any](hint int) *Builder[V] {
+	hint = max(hint, 0)
+	return &Builder[V]{
+		ix: &Index[V]{
+			roots: make(map[rootKey]uint32),
+			edges: make(map[edge]uint32, 2*hint),
+			nodes: make([]node, 1, 2*hint+1),
+		},
+		entries: make([]buildEntry[V], 0, hint),
+		nLeaves: 1,
+	}
+}
+
+// Add indexes one item. A pattern that does not parse is skipped and its
+// error (wrapping ErrInvalid) returned; the index holds the rest.
+func (b *Builder[V]) Add(pattern string, v V) error {
+	p, err := parse(pattern, true, &b.host, &b.path)
+	if err != nil {
+		return err
+	}
+	ix := b.ix
+	ix.n++
+	// http* is registered once per scheme, as Hydrilla does.
+	for _, sc := range allSchemes {
+		if p.schemes&sc == 0 {
 			continue
 		}
-		ix.n++
-		// http* is registered once per scheme, as Hydrilla does.
-		for _, sc := range allSchemes {
-			if p.schemes&sc == 0 {
-				continue
-			}
-			key := rootKey{sc, p.port}
-			n, ok := ix.roots[key]
-			if !ok {
-				n = ix.newNode()
-				ix.roots[key] = n
-			}
-			for j := len(p.host) - 1; j >= 0; j-- {
-				n = ix.child(n, p.host[j])
-			}
-			n = ix.slot(n, p.hostWild, ix.newNode)
-			for _, s := range p.path {
-				n = ix.child(n, s)
-			}
-			leaf := ix.slot(n, p.pathWild, func() uint32 { nLeaves++; return nLeaves - 1 })
-			entries = append(entries, entry{leaf, p.slash, i})
+		key := rootKey{sc, p.port}
+		n, ok := ix.roots[key]
+		// fresh: n was made by this walk, so it has no children yet and
+		// looking them up is wasted work.
+		fresh := !ok
+		if !ok {
+			n = ix.newNode()
+			ix.roots[key] = n
+		}
+		w := b.hostWalk(n)
+		k := 0 // labels shared with the last walk under this root
+		for k < len(w.labels) && k < len(p.host) && w.labels[k] == p.host[len(p.host)-1-k] {
+			k++
+		}
+		if k > 0 {
+			n, fresh = w.nodes[k-1], false
+		}
+		w.labels, w.nodes = w.labels[:k], w.nodes[:k]
+		for j := len(p.host) - 1 - k; j >= 0; j-- {
+			n, fresh = ix.child(n, p.host[j], fresh)
+			w.labels, w.nodes = append(w.labels, p.host[j]), append(w.nodes, n)
+		}
+		n, fresh = ix.slot(n, p.hostWild, ix.newNode)
+		for _, s := range p.path {
+			n, fresh = ix.child(n, s, fresh)
+		}
+		leaf, _ := ix.slot(n, p.pathWild, func() uint32 { b.nLeaves++; return b.nLeaves - 1 })
+		b.entries = append(b.entries, buildEntry[V]{leaf, p.slash, v})
+	}
+	return nil
+}
+
+// hostWalk returns the last walk under the root node root.
+func (b *Builder[V]) hostWalk(root uint32) *hostWalk {
+	for i := range b.lastHost {
+		if b.lastHost[i].root == root {
+			return &b.lastHost[i]
 		}
 	}
+	b.lastHost = append(b.lastHost, hostWalk{root: root})
+	return &b.lastHost[len(b.lastHost)-1]
+}
 
+// Index lays the values out and returns the index. The Builder must not be
+// used afterwards.
+func (b *Builder[V]) Index() *Index[V] {
+	ix, entries := b.ix, b.entries
+	b.ix, b.entries = nil, nil
 	// Lay the values out leaf by leaf, slash bucket first, with a counting
 	// sort: entries are in insertion order and the placement is stable.
-	bucket := func(e entry) uint32 {
+	bucket := func(e *buildEntry[V]) uint32 {
 		if e.slash {
 			return 2 * e.leaf
 		}
 		return 2*e.leaf + 1
 	}
-	offsets := make([]uint32, 2*nLeaves+1)
-	for _, e := range entries {
-		offsets[bucket(e)+1]++
+	offsets := make([]uint32, 2*b.nLeaves+1)
+	for i := range entries {
+		offsets[bucket(&entries[i])+1]++
 	}
 	for i := 1; i < len(offsets); i++ {
 		offsets[i] += offsets[i-1]
@@ -115,13 +188,13 @@ func Build[V any](items []Item[V]) (*Index[V], []error) {
 	next := make([]uint32, len(offsets))
 	copy(next, offsets)
 	ix.vals = make([]V, len(entries))
-	for _, e := range entries {
-		b := bucket(e)
-		ix.vals[next[b]] = items[e.item].Value
-		next[b]++
+	for i := range entries {
+		bk := bucket(&entries[i])
+		ix.vals[next[bk]] = entries[i].value
+		next[bk]++
 	}
 	ix.offsets = offsets
-	return ix, errs
+	return ix
 }
 
 func (ix *Index[V]) newNode() uint32 {
@@ -129,25 +202,31 @@ func (ix *Index[V]) newNode() uint32 {
 	return uint32(len(ix.nodes) - 1)
 }
 
-func (ix *Index[V]) child(parent uint32, label string) uint32 {
+// child returns parent's child under label, creating it when absent; fresh
+// says parent was just created (so it has no children to look up), and the
+// result says whether the child was.
+func (ix *Index[V]) child(parent uint32, label string, fresh bool) (uint32, bool) {
 	k := edge{parent, label}
-	if c, ok := ix.edges[k]; ok {
-		return c
+	if !fresh {
+		if c, ok := ix.edges[k]; ok {
+			return c, false
+		}
 	}
 	c := ix.newNode()
 	ix.edges[k] = c
-	return c
+	return c, true
 }
 
-// slot returns what slot w of node n points to, creating it with mk first.
-// It indexes ix.nodes afresh after mk, which may grow the slice.
-func (ix *Index[V]) slot(n uint32, w wildcard, mk func() uint32) uint32 {
+// slot returns what slot w of node n points to, creating it with mk first
+// (and then reporting true). It indexes ix.nodes afresh after mk, which may
+// grow the slice.
+func (ix *Index[V]) slot(n uint32, w wildcard, mk func() uint32) (uint32, bool) {
 	if v := ix.nodes[n].slots[w]; v != 0 {
-		return v
+		return v, false
 	}
 	v := mk()
 	ix.nodes[n].slots[w] = v
-	return v
+	return v, true
 }
 
 // Len returns the number of items indexed (those whose pattern parsed).

@@ -154,7 +154,7 @@ type Pattern struct {
 // empty hosts, whitespace, control characters and invalid UTF-8. Every error
 // wraps ErrInvalid.
 func Parse(s string) (Pattern, error) {
-	return parse(s, true)
+	return parse(s, true, nil, nil)
 }
 
 // ParseURL parses a concrete URL to look patterns up with. Unlike Parse it
@@ -162,10 +162,13 @@ func Parse(s string) (Pattern, error) {
 // treats asterisks as ordinary characters. Every error wraps ErrInvalid; a
 // caller serving /query answers it with 400.
 func ParseURL(s string) (Pattern, error) {
-	return parse(s, false)
+	return parse(s, false, nil, nil)
 }
 
-func parse(s string, isPattern bool) (Pattern, error) {
+// parse is Parse or ParseURL. hostBuf and pathBuf, when not nil, are reused
+// for the host labels and path segments (and keep what they grew to), so
+// the result's slices are valid only until the next parse with them.
+func parse(s string, isPattern bool, hostBuf, pathBuf *[]string) (Pattern, error) {
 	fail := func(format string, args ...any) (Pattern, error) {
 		return Pattern{}, &parseError{input: s, url: !isPattern, reason: fmt.Sprintf(format, args...)}
 	}
@@ -245,7 +248,7 @@ func parse(s string, isPattern bool) (Pattern, error) {
 				p.port = uint16(n)
 			}
 		}
-		p.host = splitDrop(strings.ToLower(host), '.')
+		p.host = splitDrop(strings.ToLower(host), '.', hostBuf)
 		if isPattern && len(p.host) > 0 {
 			if w := wildcardOf(p.host[0]); w != wildNone {
 				p.hostWild, p.host = w, p.host[1:]
@@ -256,7 +259,7 @@ func parse(s string, isPattern bool) (Pattern, error) {
 		}
 	}
 
-	p.path = splitDrop(path, '/')
+	p.path = splitDrop(path, '/', pathBuf)
 	p.slash = strings.HasSuffix(path, "/")
 	if isPattern && len(p.path) > 0 {
 		if w := wildcardOf(p.path[len(p.path)-1]); w != wildNone {
@@ -291,7 +294,7 @@ func splitAuthority(a string) (host, port, reason string) {
 		}
 		return host, port, ""
 	}
-	if strings.ContainsAny(a, "[]") {
+	if strings.IndexByte(a, '[') >= 0 || strings.IndexByte(a, ']') >= 0 {
 		return "", "", "'[' or ']' outside a bracketed IPv6 host"
 	}
 	host, port, _ = strings.Cut(a, ":")
@@ -321,8 +324,14 @@ func parsePort(s string) (int, string) {
 }
 
 // splitDrop splits s on sep and drops empty parts. It returns nil when
-// nothing is left so that equal patterns compare equal field by field.
-func splitDrop(s string, sep byte) []string {
+// nothing is left so that equal patterns compare equal field by field. With
+// a buf it appends to (*buf)[:0] instead of allocating, and keeps the result
+// in *buf.
+func splitDrop(s string, sep byte, buf *[]string) []string {
+	if buf != nil {
+		*buf = appendSplit((*buf)[:0], s, sep)
+		return *buf
+	}
 	n := 0
 	for i := 0; i < len(s); {
 		j := strings.IndexByte(s[i:], sep)
@@ -338,12 +347,15 @@ func splitDrop(s string, sep byte) []string {
 	if n == 0 {
 		return nil
 	}
-	out := make([]string, 0, n)
+	return appendSplit(make([]string, 0, n), s, sep)
+}
+
+// appendSplit appends the non-empty parts of s split on sep to out.
+func appendSplit(out []string, s string, sep byte) []string {
 	for i := 0; i < len(s); {
 		j := strings.IndexByte(s[i:], sep)
 		if j < 0 {
-			out = append(out, s[i:])
-			break
+			return append(out, s[i:])
 		}
 		if j > 0 {
 			out = append(out, s[i:i+j])

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+
 	"errors"
+	gojson "github.com/goccy/go-json"
 	"maps"
 	"runtime"
 	"strings"
@@ -49,8 +51,11 @@ func parseItemMeta(raw json.RawMessage) (itemMeta, bool) {
 	return m, true
 }
 
+// heldItem is what the catalogue keeps of one item version: its Meta without
+// the file list (liteMeta), and where it came from. The map holds pointers,
+// so the items loaded at start live in a few large blocks.
 type heldItem struct {
-	meta     itemMeta
+	meta     liteMeta
 	upstream string
 }
 
@@ -65,7 +70,7 @@ type mappingVal struct {
 // upstreams have a complete sync.
 type catalogue struct {
 	mu    sync.Mutex
-	items map[string]heldItem // by item cache key
+	items map[string]*heldItem // by item cache key; the values are never changed
 	syncs map[string]time.Time
 
 	index     atomic.Pointer[pattern.Index[*mappingVal]]
@@ -75,15 +80,25 @@ type catalogue struct {
 }
 
 func newCatalogue(onBuilt func(int)) *catalogue {
-	c := &catalogue{items: map[string]heldItem{}, syncs: map[string]time.Time{}, dirty: make(chan struct{}, 1), onBuilt: onBuilt}
+	c := &catalogue{items: map[string]*heldItem{}, syncs: map[string]time.Time{}, dirty: make(chan struct{}, 1), onBuilt: onBuilt}
 	empty, _ := pattern.Build[*mappingVal](nil)
 	c.index.Store(empty)
 	return c
 }
 
-// load reads what the store holds.
+// load reads what the store holds and builds the index. With a store that
+// keeps compact Meta records (most of a large mirror's start-up) the index is
+// built while they are still being decoded.
 func (c *catalogue) load(ctx context.Context, st cache.Store) error {
-	if err := c.loadItems(ctx, st); err != nil {
+	var ix *pattern.Index[*mappingVal]
+	if mw, ok := st.(cache.MetaWalker); ok {
+		start := time.Now()
+		var err error
+		if ix, err = c.loadMetas(ctx, mw, true); err != nil {
+			return err
+		}
+		c.lastBuild.Store(int64(time.Since(start)))
+	} else if err := c.loadItems(ctx, st); err != nil {
 		return err
 	}
 	err := cache.WalkPrefix(ctx, st, hySyncPrefix, func(e *cache.Entry) error {
@@ -93,21 +108,27 @@ func (c *catalogue) load(ctx context.Context, st cache.Store) error {
 	if err != nil {
 		return err
 	}
-	c.rebuild()
+	if ix == nil {
+		c.rebuild()
+		return nil
+	}
+	c.index.Store(ix)
+	if c.onBuilt != nil {
+		c.onBuilt(ix.Len())
+	}
 	return nil
 }
 
 // loadItems reads every stored item version's identity and patterns: from the
-// store's compact Meta records when it keeps them (most of a large mirror's
-// start-up), else from the entries.
+// store's compact Meta records when it keeps them, else from the entries.
 func (c *catalogue) loadItems(ctx context.Context, st cache.Store) error {
 	if mw, ok := st.(cache.MetaWalker); ok {
-		return c.loadMetas(ctx, mw)
+		_, err := c.loadMetas(ctx, mw, false)
+		return err
 	}
 	return cache.WalkPrefix(ctx, st, hyItemPrefix, func(e *cache.Entry) error {
 		if m, ok := parseItemMeta(e.Meta); ok {
-			m.Files = nil
-			c.items[e.Key] = heldItem{meta: m, upstream: e.Upstream}
+			c.items[e.Key] = &heldItem{meta: m.lite(), upstream: e.Upstream}
 		}
 		return nil
 	})
@@ -124,65 +145,130 @@ type liteMeta struct {
 	Patterns   []string         `json:"patterns,omitempty"`
 }
 
-func (m liteMeta) full() itemMeta {
-	return itemMeta{Type: m.Type, Identifier: m.Identifier, LongName: m.LongName, Version: m.Version,
+func (m itemMeta) lite() liteMeta {
+	return liteMeta{Type: m.Type, Identifier: m.Identifier, LongName: m.LongName, Version: m.Version,
 		Revision: m.Revision, Patterns: m.Patterns}
 }
 
+// loadedBatch is what one batch of Meta records decoded to: item versions
+// and the mapping values for the index.
+type loadedBatch struct {
+	seq      int
+	keys     []string // of the items
+	items    []heldItem
+	mappings []mappingVal // one per item of type mapping, in order
+}
+
 // loadMetas is loadItems over a store's compact Meta records, decoded on every
-// core.
-func (c *catalogue) loadMetas(ctx context.Context, mw cache.MetaWalker) error {
-	type rec struct {
-		key, upstream string
-		meta          []byte
-	}
+// core. With build, it also builds the pattern index of the mappings, in key
+// order, on a goroutine of its own while the records are decoded, and
+// returns it.
+func (c *catalogue) loadMetas(ctx context.Context, mw cache.MetaWalker, build bool) (*pattern.Index[*mappingVal], error) {
 	workers := runtime.GOMAXPROCS(0)
-	batches := make(chan []rec, workers)
-	var wg sync.WaitGroup
-	var decodeErr atomic.Value
-	for i := 0; i < workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			local := map[string]heldItem{}
-			for batch := range batches {
-				for _, r := range batch {
-					var m liteMeta
-					if err := json.Unmarshal(r.meta, &m); err != nil {
-						decodeErr.Store(err)
-						continue
-					}
-					if m.Identifier != "" {
-						local[r.key] = heldItem{upstream: r.upstream, meta: m.full()}
-					}
-				}
-			}
-			c.mu.Lock()
-			maps.Copy(c.items, local)
-			c.mu.Unlock()
-		}()
-	}
-	var batch []rec
-	err := mw.MetaWithPrefix(ctx, hyItemPrefix, func(key, upstream string, meta []byte) error {
-		batch = append(batch, rec{key, upstream, bytes.Clone(meta)}) // meta is only valid inside the walk
-		if len(batch) == 1024 {
-			batches <- batch
-			batch = nil
+	// A walk of the keys alone counts the records first, so that the tables
+	// are made at their size rather than grown (it costs a few per cent of
+	// what it saves, and most of that is faulting the pages in, which the
+	// walk below then need not do).
+	nItems, nMappings := 0, 0
+	mappingPrefix := []byte(hyItemPrefix + hydrilla.TypeMapping + "/")
+	err := mw.MetaKeys(ctx, hyItemPrefix, func(key []byte) error {
+		nItems++
+		if bytes.HasPrefix(key, mappingPrefix) {
+			nMappings++
 		}
 		return nil
 	})
-	if len(batch) > 0 {
-		batches <- batch
-	}
-	close(batches)
-	wg.Wait()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if e, _ := decodeErr.Load().(error); e != nil {
-		return e
+	c.mu.Lock()
+	if len(c.items) == 0 {
+		c.items = make(map[string]*heldItem, nItems)
 	}
-	return nil
+	c.mu.Unlock()
+	toItems, toIndex := make(chan *loadedBatch, 1024), make(chan *loadedBatch, 1024)
+	itemsDone, ixBuilt := make(chan struct{}), make(chan *pattern.Index[*mappingVal], 1)
+	go func() {
+		defer close(itemsDone)
+		for lb := range toItems {
+			c.mu.Lock()
+			for i, k := range lb.keys {
+				c.items[k] = &lb.items[i]
+			}
+			c.mu.Unlock()
+		}
+	}()
+	if build {
+		// A mapping has a few patterns; 3 is a fair guess to size by.
+		go func() { ixBuilt <- indexBatches(toIndex, 3*nMappings) }()
+	}
+	err = mw.MetaBatches(ctx, hyItemPrefix, workers, func(seq int, batch []cache.MetaRecord) error {
+		lb, err := decodeMetas(batch)
+		if err != nil {
+			return err
+		}
+		lb.seq = seq
+		toItems <- lb
+		if build {
+			toIndex <- lb
+		}
+		return nil
+	})
+	close(toItems)
+	close(toIndex)
+	<-itemsDone
+	var ix *pattern.Index[*mappingVal]
+	if build {
+		ix = <-ixBuilt
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ix, nil
+}
+
+// indexBatches builds the index of the mappings in the batches it receives,
+// adding them in batch order (the order of their keys).
+func indexBatches(in <-chan *loadedBatch, hint int) *pattern.Index[*mappingVal] {
+	b := pattern.NewBuilder[*mappingVal](hint)
+	held := map[int]*loadedBatch{}
+	next := 0
+	add := func(lb *loadedBatch) {
+		m := 0
+		for i := range lb.items {
+			it := &lb.items[i]
+			if it.meta.Type != hydrilla.TypeMapping {
+				continue
+			}
+			v := &lb.mappings[m]
+			m++
+			for _, p := range it.meta.Patterns {
+				b.Add(p, v) // a pattern that does not parse is left out, as in rebuild
+			}
+		}
+	}
+	for lb := range in {
+		held[lb.seq] = lb
+		for {
+			lb, ok := held[next]
+			if !ok {
+				break
+			}
+			delete(held, next)
+			add(lb)
+			next++
+		}
+	}
+	// After an error, batches may be missing: what came is added all the same
+	// (the index is then thrown away).
+	for len(held) > 0 {
+		if lb, ok := held[next]; ok {
+			delete(held, next)
+			add(lb)
+		}
+		next++
+	}
+	return b.Index()
 }
 
 // noteItem records a stored item version and schedules an index rebuild when
@@ -192,9 +278,8 @@ func (s *Server) noteItem(e *cache.Entry) {
 	if !ok {
 		return
 	}
-	m.Files = nil
 	s.hy.mu.Lock()
-	s.hy.items[e.Key] = heldItem{meta: m, upstream: e.Upstream}
+	s.hy.items[e.Key] = &heldItem{meta: m.lite(), upstream: e.Upstream}
 	s.hy.mu.Unlock()
 	if m.Type == hydrilla.TypeMapping {
 		select {
@@ -374,4 +459,33 @@ func (c *catalogue) refreshFromStore(ctx context.Context, st cache.Store, bases 
 	c.mu.Unlock()
 	c.rebuild()
 	return nil
+}
+
+// decodeMetas decodes one batch of Meta records: the item versions it holds
+// (records without an identifier are skipped), with their keys, in order.
+// It uses go-json, which decodes these records as encoding/json does, at
+// about twice its speed: at 100,000 mappings that is half a second of
+// start-up (1.2 s to ready with encoding/json, 0.7 s with go-json).
+func decodeMetas(batch []cache.MetaRecord) (*loadedBatch, error) {
+	lb := &loadedBatch{keys: make([]string, 0, len(batch)), items: make([]heldItem, 0, len(batch))}
+	var up []byte
+	var upStr string
+	for _, r := range batch {
+		var m liteMeta
+		if err := gojson.Unmarshal(r.Meta, &m); err != nil {
+			return nil, err
+		}
+		if m.Identifier == "" {
+			continue
+		}
+		if up == nil || !bytes.Equal(r.Upstream, up) {
+			up, upStr = r.Upstream, string(r.Upstream)
+		}
+		lb.keys = append(lb.keys, string(r.Key))
+		lb.items = append(lb.items, heldItem{meta: m, upstream: upStr})
+		if m.Type == hydrilla.TypeMapping {
+			lb.mappings = append(lb.mappings, mappingVal{id: m.Identifier, longName: m.LongName, version: m.Version})
+		}
+	}
+	return lb, nil
 }

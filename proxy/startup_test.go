@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -157,9 +158,22 @@ func measureStartup(t *testing.T, dir string, n int) {
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
+	// REGMIRROR_STARTUP_CPUPROFILE names a file for a CPU profile of the
+	// start-up until ready (go test's -cpuprofile also covers the accounting).
+	if p := os.Getenv("REGMIRROR_STARTUP_CPUPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+	}
 	start := time.Now()
 	s, c := startFrom(t, dir)
 	ready := time.Since(start)
+	pprof.StopCPUProfile()
 	c.WaitLoaded()
 	all := time.Since(start)
 	runtime.GC()
@@ -169,4 +183,85 @@ func measureStartup(t *testing.T, dir string, n int) {
 		n, n+n*5/2+n*5, ready, all, int64(after.HeapAlloc-before.HeapAlloc)>>20, after.Sys>>20)
 	_ = s
 	c.Close()
+}
+
+// TestStartupReadsMetaAsEncodingJSONDoes stores item records in every form the
+// start-up's Meta decoder (go-json, for speed) may meet (the usual one, with whitespace, keys
+// in another order, escapes, other fields, non-ASCII text, versions with
+// trailing zeros) and checks that what the mirror then holds is what
+// encoding/json makes of them: the held /list_all, and /query.
+func TestStartupReadsMetaAsEncodingJSONDoes(t *testing.T) {
+	metas := []string{
+		`{"type":"mapping","identifier":"plain","long_name":"Plain","version":[2022,1,3],"patterns":["https://plain.example/***"],"files":["aa"]}`,
+		` { "identifier" : "spaced" , "type" : "mapping" , "version" : [ 1 , 0 , 0 ] , "patterns" : [ "https://spaced.example/a/*" ] } `,
+		`{"type":"mapping","identifier":"esc\u0061ped","long_name":"A \"quoted\" name \u00e9","version":[3],"patterns":["https://escaped.example/***"]}`,
+		`{"type":"mapping","identifier":"unicode","long_name":"Café 日本","version":[4,1],"patterns":["https://unicode.example/***"]}`,
+		`{"type":"mapping","identifier":"extra","long_name":"Extra","version":[5],"patterns":["https://extra.example/***"],"schema_version":[2]}`,
+		`{"type":"mapping","identifier":"nopatterns","long_name":"None","version":[6],"patterns":[]}`,
+		`{"type":"mapping","identifier":"","long_name":"Skipped","version":[7],"patterns":["https://skipped.example/***"]}`,
+		`{"type":"resource","identifier":"res","long_name":"Res","version":[1,2],"revision":3,"files":["bb","cc"]}`,
+		`{"Type":"resource","Identifier":"folded","long_name":"Folded","version":[8],"revision":1}`,
+	}
+	dir := t.TempDir()
+	d, err := cache.OpenDisk(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := cache.Stage(d.TempDir(), bytes.NewReader([]byte(`{}`)), 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Commit(context.Background(), st); err != nil {
+		t.Fatal(err)
+	}
+	type itemMeta struct {
+		Type       string           `json:"type"`
+		Identifier string           `json:"identifier"`
+		LongName   string           `json:"long_name"`
+		Version    hydrilla.Version `json:"version"`
+		Revision   int              `json:"revision,omitempty"`
+		Patterns   []string         `json:"patterns,omitempty"`
+	}
+	var es []*cache.Entry
+	want := &hydrilla.List{}
+	for i, m := range metas {
+		var im itemMeta
+		if err := json.Unmarshal([]byte(m), &im); err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, &cache.Entry{Key: fmt.Sprintf("hy/item/%s/item-%d/1", im.Type, i), Digest: st.Digest, Size: 2, Status: 200,
+			Class: cache.Immutable, FetchedAt: time.Now(), Upstream: "http://127.0.0.1:1", Pinned: true, Meta: json.RawMessage(m)})
+		if im.Identifier == "" {
+			continue
+		}
+		e := hydrilla.ListEntry{Identifier: im.Identifier, LongName: im.LongName, Version: im.Version}
+		if im.Type == hydrilla.TypeResource {
+			e.Revision = &im.Revision
+			want.Resources = append(want.Resources, e)
+		} else {
+			want.Mappings = append(want.Mappings, e)
+		}
+	}
+	if err := d.PutEntries(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+
+	s, c := startFrom(t, dir)
+	defer c.Close()
+	h := s.Handler()
+	if got, want := doHandler(t, h, "/list_all"), string(hydrilla.MergeLists(want)); got != want {
+		t.Errorf("/list_all:\n got %s\nwant %s", got, want)
+	}
+	for url, want := range map[string]string{
+		"https://plain.example/x":     `"identifier":"plain","long_name":"Plain","version":[2022,1,3]`,
+		"https://spaced.example/a/b":  `"identifier":"spaced","long_name":"","version":[1]`,
+		"https://escaped.example/x":   `"identifier":"escaped","long_name":"A \"quoted\" name é","version":[3]`,
+		"https://unicode.example/x":   `"identifier":"unicode","long_name":"Café 日本","version":[4,1]`,
+		"https://extra.example/x":     `"identifier":"extra"`,
+		"https://skipped.example/x":   `"mappings":[]`,
+		"https://nopatterns.example/": `"mappings":[]`,
+	} {
+		mustContain(t, doHandler(t, h, "/query?url="+url), want)
+	}
 }
