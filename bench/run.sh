@@ -152,11 +152,11 @@ go build -tags benchharness -o "$BIN/profile" ./bench/profile >"$LOGS/build-prof
 RM=$BIN/regmirror
 TOOL=$BIN/tool
 
-mapfile -t P < <("$TOOL" ports 16)
+mapfile -t P < <("$TOOL" ports 17)
 P_UP=${P[0]} P_SLOW=${P[1]} P_BIG=${P[2]} P_RP=${P[3]}
 P_RM=${P[4]} P_RMD=${P[5]} P_RMS=${P[6]} P_RMQ=${P[7]} P_RMM=${P[8]}
 P_NGC=${P[9]} P_NGS=${P[10]} P_NGST=${P[11]}
-P_GOSC=${P[12]} P_GOW=${P[13]} P_PPROF1=${P[14]} P_PPROF2=${P[15]}
+P_GOSC=${P[12]} P_GOW=${P[13]} P_PPROF1=${P[14]} P_PPROF2=${P[15]} P_RMN=${P[16]}
 
 {
 	echo "date:      $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -282,10 +282,14 @@ if want hits; then
 	serve regmirror-mem "$P_RMD" "$RUN/rm-hits-mem" --refpack-upstream "$UP" --hydrilla-upstream "$UP/api_v2" \
 		--memory-max-item 2MiB
 	wait_http "http://127.0.0.1:$P_NGS/packages/bench/doc/meta"
+	# The same mirror with every request through net/http: what the fast lane gains.
+	serve regmirror-nolane "$P_RMN" "$RUN/rm-hits-nolane" --refpack-upstream "$UP" --hydrilla-upstream "$UP/api_v2" \
+		--fast-lane=false
 	declare -A BASE=([regmirror]=http://127.0.0.1:$P_RM [regmirror-mem]=http://127.0.0.1:$P_RMD
+		[regmirror-nolane]=http://127.0.0.1:$P_RMN
 		[nginx-cache]=http://127.0.0.1:$P_NGC [nginx-static]=http://127.0.0.1:$P_NGS
 		[go-servecontent]=http://127.0.0.1:$P_GOSC [go-write]=http://127.0.0.1:$P_GOW)
-	META_SERVERS="regmirror nginx-cache nginx-static"
+	META_SERVERS="regmirror regmirror-nolane nginx-cache nginx-static"
 	ZIP_SERVERS="regmirror regmirror-mem nginx-cache nginx-static"
 	if [[ $HAVE_BARE == 1 ]]; then
 		# net/http alone answering the /meta bytes from memory, with the
@@ -301,7 +305,7 @@ if want hits; then
 		log "  bench/profile does not build (see $LOGS/build-profile.log): no net/http ceiling rows"
 	fi
 	# Warm every server, then check it answers the upstream's bytes from its cache.
-	for s in regmirror regmirror-mem nginx-cache nginx-static; do
+	for s in regmirror regmirror-mem regmirror-nolane nginx-cache nginx-static; do
 		for _ in 1 2 3; do
 			curl -sf -o /dev/null "${BASE[$s]}$META_PATH"
 			curl -sf -o /dev/null "${BASE[$s]}$ZIP_PATH"
@@ -332,6 +336,7 @@ if want hits; then
 	printf '{"before":%s,"after":%s}\n' "$HITS_BEFORE" "$HITS_AFTER" >"$OUT/values/hits-upstream.json"
 	stop regmirror
 	stop regmirror-mem
+	stop regmirror-nolane
 	stop go-servecontent
 	stop go-write
 fi

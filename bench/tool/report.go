@@ -207,6 +207,7 @@ func cmdReport(args []string) error {
 	servers := []struct{ id, name string }{
 		{"regmirror", "regmirror (warm)"},
 		{"regmirror-mem", "regmirror --memory-max-item 2MiB (zip held in memory)"},
+		{"regmirror-nolane", "regmirror --fast-lane=false (every request through net/http)"},
 		{"nginx-cache", "nginx proxy_cache (warm)"},
 		{"nginx-static", "nginx static files (upper bound)"},
 		{"go-servecontent", "net/http alone: http.ServeContent from memory"},
