@@ -240,3 +240,32 @@ func TestFastLaneOff(t *testing.T) {
 		t.Fatal(resp.Status)
 	}
 }
+
+// A fast-lane answer has its access line, like any other.
+func TestFastLaneAnswersAreLogged(t *testing.T) {
+	_, up := newRegistry(t)
+	var logs syncBuffer
+	m := startLoggedMirror(t, &logs, "", []string{up}, nil)
+	target := "/packages/vendor/country-codes/meta?version=1.2.0"
+	warmFast(t, m, target)
+	fast := testutil.ToFloat64(m.metrics.FastLane)
+	head, body := dialMirror(t, m).roundTrip(getReq(target))
+	if testutil.ToFloat64(m.metrics.FastLane) != fast+1 {
+		t.Fatal("the last request was not answered on the fast lane")
+	}
+	var lines []string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "msg=request") && strings.Contains(l, "path=/packages/vendor/country-codes/meta") {
+			lines = append(lines, l)
+		}
+	}
+	answered := counter(t, m, "requests", "refpack", "meta", "200", "HIT") + counter(t, m, "requests", "refpack", "meta", "200", "MISS")
+	if float64(len(lines)) != answered {
+		t.Fatalf("%d access lines for %v requests", len(lines), answered)
+	}
+	id := regexp.MustCompile(`X-Request-Id: (\S+)`).FindStringSubmatch(head)[1]
+	last := lines[len(lines)-1]
+	for _, want := range []string{"id=" + id, "method=GET", "status=200", "bytes=" + strconv.Itoa(len(body)), "cache=HIT", "upstream=" + up} {
+		mustContain(t, last, want)
+	}
+}
