@@ -203,8 +203,11 @@ func renderHead(h http.Header) (head [3][]byte, ok bool) {
 			b = []byte("\r\n")
 			continue
 		}
+		if strings.ContainsAny(k, "\r\n: \t") {
+			return head, false
+		}
 		for _, v := range h[k] {
-			if strings.ContainsAny(k, "\r\n: \t") || strings.ContainsAny(v, "\r\n") {
+			if strings.ContainsAny(v, "\r\n") {
 				return head, false
 			}
 			b = append(b, k...)

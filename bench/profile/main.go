@@ -10,7 +10,7 @@
 //	go tool pprof -top 'http://127.0.0.1:9001/debug/pprof/profile?seconds=8'
 //	go tool pprof -sample_index=alloc_space -top http://127.0.0.1:9001/debug/pprof/allocs
 //
-// -bare servecontent|write answers every request with one body held in memory
+// -bare servecontent|write|raw answers every request with one body held in memory
 // and nothing of the mirror: the ceiling of net/http on this machine.
 //
 // -single-write hides io.ReaderFrom from the proxy's ResponseWriter: an
@@ -24,6 +24,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -57,7 +58,7 @@ func main() {
 	memMax := flag.Int64("memory-max-item", 1<<20, "largest body held in memory")
 	singleWrite := flag.Bool("single-write", false, "hide io.ReaderFrom from the handler (see the package doc)")
 	bare := flag.String("bare", "", "instead of the mirror, answer every request with the bytes of this URL: "+
-		"servecontent (http.ServeContent from memory) or write (headers and one Write); a ceiling for net/http")
+		"servecontent (http.ServeContent from memory), write (headers and one Write): ceilings for net/http; raw: no net/http at all")
 	bareURL := flag.String("bare-url", "", "the URL whose bytes -bare serves")
 	flag.Parse()
 	if *bare != "" {
@@ -166,8 +167,17 @@ func serveBare(listen, pprofAddr, mode, src string) {
 			hd["Content-Length"] = clen
 			w.Write(body)
 		}
+	case "raw":
+		// No net/http at all: a loop per connection that skips each request
+		// head and writes one constant answer (a Date fixed at start). No
+		// validation, no routing: the floor of a Go server on this machine.
+		head := fmt.Sprintf("HTTP/1.1 200 OK\r\nCache-Status: %s\r\nContent-Length: %s\r\nContent-Type: %s\r\nEtag: %s\r\nX-Cache: %s\r\nDate: %s\r\n\r\n",
+			status[0], clen[0], ctype[0], etag[0], hit[0], time.Now().UTC().Format(http.TimeFormat))
+		go func() { log.Println(http.ListenAndServe(pprofAddr, nil)) }()
+		log.Printf("profile: bare raw of %d bytes on http://%s", len(body), listen)
+		log.Fatal(serveRaw(listen, append([]byte(head), body...)))
 	default:
-		log.Fatalf("profile: -bare %q: want servecontent or write", mode)
+		log.Fatalf("profile: -bare %q: want servecontent, write or raw", mode)
 	}
 	go func() { log.Println(http.ListenAndServe(pprofAddr, nil)) }()
 	log.Printf("profile: bare %s of %d bytes on http://%s", mode, len(body), listen)
@@ -180,3 +190,36 @@ type writerOnly struct{ w http.ResponseWriter }
 func (o writerOnly) Header() http.Header         { return o.w.Header() }
 func (o writerOnly) Write(b []byte) (int, error) { return o.w.Write(b) }
 func (o writerOnly) WriteHeader(code int)        { o.w.WriteHeader(code) }
+
+// serveRaw answers every request on listen with answer, without net/http.
+func serveRaw(listen string, answer []byte) error {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			br, bw := bufio.NewReaderSize(c, 4096), bufio.NewWriterSize(c, 8192)
+			for {
+				for { // the request head: lines up to an empty one
+					line, err := br.ReadSlice('\n')
+					if err != nil {
+						return
+					}
+					if len(line) <= 2 {
+						break
+					}
+				}
+				bw.Write(answer)
+				if br.Buffered() == 0 && bw.Flush() != nil {
+					return
+				}
+			}
+		}()
+	}
+}
