@@ -1,10 +1,17 @@
 package proxy_test
 
 import (
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/refpack/registrytest"
 )
 
@@ -53,4 +60,65 @@ func doHandler(t testing.TB, h http.Handler, path string) string {
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec.Body.String()
+}
+
+// BenchmarkFastLaneHitMeta is the same /meta hit over a real keep-alive
+// connection: one request written, one answer read, per op. On the fast lane
+// (the default) neither side allocates; compare -fast-lane=false through
+// BenchmarkNetHTTPHitMeta.
+func BenchmarkFastLaneHitMeta(b *testing.B) { benchConnHit(b, true) }
+
+// BenchmarkNetHTTPHitMeta is BenchmarkFastLaneHitMeta with every request
+// through net/http.
+func BenchmarkNetHTTPHitMeta(b *testing.B) { benchConnHit(b, false) }
+
+func benchConnHit(b *testing.B, lane bool) {
+	reg := registrytest.New()
+	reg.AddPackage("vendor", "country-codes", "1.2.0")
+	srv := httptest.NewServer(reg)
+	defer srv.Close()
+	m := startMirrorB(b, []string{srv.URL}, func(c *config.Config) { c.FastLane = lane })
+	target := "/packages/vendor/country-codes/meta?version=1.2.0"
+	for range 3 {
+		get2(b, m.URL+target)
+	}
+	time.Sleep(50 * time.Millisecond) // the memory tier takes its entry
+	get2(b, m.URL+target)
+	c, err := net.Dial("tcp", strings.TrimPrefix(m.URL, "http://"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	req := []byte("GET " + target + " HTTP/1.1\r\nHost: bench\r\n\r\n")
+	// The answer's length, from a first round trip; each op then reads exactly that.
+	c.Write(req)
+	first := make([]byte, 64<<10)
+	n, err := c.Read(first)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, n)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if fast := testutil.ToFloat64(m.metrics.FastLane); lane != (fast >= float64(b.N)) {
+		b.Fatalf("fast lane %v: %v of %d answers on it", lane, fast, b.N)
+	}
+}
+
+func get2(b *testing.B, url string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
 }
