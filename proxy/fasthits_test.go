@@ -199,6 +199,7 @@ func TestFastLaneNeverServesWhatTheMirrorWouldNot(t *testing.T) {
 	fast := testutil.ToFloat64(m.metrics.FastLane)
 	for range 3 {
 		head, _ = dialMirror(t, m).roundTrip(getReq(latest))
+		mustContain(t, head, "HTTP/1.1 200 OK")
 	}
 	if d := testutil.ToFloat64(m.metrics.FastLane) - fast; d != 0 {
 		t.Errorf("latest was answered %v times on the fast lane", d)
