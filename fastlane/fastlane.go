@@ -17,8 +17,10 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,9 +40,17 @@ const bufSize = 4 << 10
 
 // Serve accepts connections on ln for hs: requests a answers are answered on
 // the lane, and every connection the lane gives up on is served by hs. It
-// returns what hs.Serve returns; hs.Shutdown and hs.Close stop the lane too
-// (the lane's connections are closed once they are between requests).
-// ln must be a plain TCP listener: TLS connections are for hs.ServeTLS.
+// returns what hs.Serve returns, once the lane's own connections have closed
+// too: hs.Shutdown and hs.Close stop the lane, whose connections close as
+// soon as they are between requests (an answer being written gets
+// writeGrace).
+//
+// The lane keeps hs's timeouts as net/http does: ReadHeaderTimeout (else
+// ReadTimeout) for the first request of a connection, IdleTimeout (else
+// ReadTimeout) between requests, WriteTimeout per answer. A head longer than
+// the lane's buffer goes to net/http, whose limit (MaxHeaderBytes + 4 KiB)
+// is never below it. ln must be a plain TCP listener: TLS connections are for
+// hs.ServeTLS.
 func Serve(hs *http.Server, ln net.Listener, a Answerer) error {
 	l := &lane{
 		ln: ln, a: a, hs: hs,
@@ -50,7 +60,10 @@ func Serve(hs *http.Server, ln net.Listener, a Answerer) error {
 		conns:     map[net.Conn]struct{}{},
 	}
 	go l.acceptLoop()
-	return hs.Serve(&handoffListener{l})
+	err := hs.Serve(&handoffListener{l})
+	l.stop()
+	l.wg.Wait()
+	return err
 }
 
 type lane struct {
@@ -61,10 +74,10 @@ type lane struct {
 	acceptErr chan error    // the listener's fatal error, for hs.Serve
 	done      chan struct{} // closed when the lane stops
 
-	stopping atomic.Bool // closing, for reads without the lock
+	stopping atomic.Bool // set (under mu) when the lane stops
 	mu       sync.Mutex
-	closing  bool
 	conns    map[net.Conn]struct{} // connections the lane serves
+	wg       sync.WaitGroup        // one per connection in conns
 }
 
 func (l *lane) acceptLoop() {
@@ -72,7 +85,7 @@ func (l *lane) acceptLoop() {
 	for {
 		c, err := l.ln.Accept()
 		if err != nil {
-			if l.isClosing() {
+			if l.stopping.Load() {
 				return
 			}
 			// Like net/http: out of file descriptors and the like pass.
@@ -86,18 +99,20 @@ func (l *lane) acceptLoop() {
 			return
 		}
 		delay = 0
+		if !l.track(c) {
+			c.Close()
+			return
+		}
 		go l.serveConn(c)
 	}
 }
-
-func (l *lane) isClosing() bool { return l.stopping.Load() }
 
 // setDeadline moves c's read deadline unless the lane is stopping: stop wakes
 // the connections by moving theirs to now, which must not be undone.
 func (l *lane) setDeadline(c net.Conn, t time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closing {
+	if l.stopping.Load() {
 		return false
 	}
 	c.SetReadDeadline(t)
@@ -109,10 +124,11 @@ func (l *lane) setDeadline(c net.Conn, t time.Time) bool {
 func (l *lane) track(c net.Conn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closing {
+	if l.stopping.Load() {
 		return false
 	}
 	l.conns[c] = struct{}{}
+	l.wg.Add(1)
 	return true
 }
 
@@ -120,20 +136,26 @@ func (l *lane) untrack(c net.Conn) {
 	l.mu.Lock()
 	delete(l.conns, c)
 	l.mu.Unlock()
+	l.wg.Done()
 }
+
+// writeGrace is how long an answer being written when the lane stops may
+// still take (a client that does not read would otherwise hold it for ever).
+const writeGrace = 5 * time.Second
 
 // stop closes the listener and wakes every connection the lane serves, which
 // then closes once it is between requests.
 func (l *lane) stop() error {
 	l.mu.Lock()
-	if l.closing {
+	if l.stopping.Load() {
 		l.mu.Unlock()
 		return nil
 	}
-	l.closing = true
 	l.stopping.Store(true)
+	now := time.Now()
 	for c := range l.conns {
-		c.SetReadDeadline(time.Now())
+		c.SetReadDeadline(now)
+		c.SetWriteDeadline(now.Add(writeGrace))
 	}
 	l.mu.Unlock()
 	close(l.done)
@@ -145,53 +167,88 @@ func (l *lane) stop() error {
 const idleSlack = time.Second
 
 func (l *lane) serveConn(c net.Conn) {
-	if !l.track(c) {
-		c.Close()
-		return
-	}
+	handed := false
+	defer func() {
+		// net/http survives a handler's panic; so does the lane.
+		if err := recover(); err != nil {
+			l.logf("fastlane: panic serving %v: %v\n%s", c.RemoteAddr(), err, debug.Stack())
+		}
+		if !handed {
+			l.untrack(c)
+			c.Close()
+		}
+	}()
 	br := bufio.NewReaderSize(c, bufSize)
 	bw := bufio.NewWriterSize(c, bufSize)
-	idle := l.hs.IdleTimeout
-	if idle == 0 {
-		idle = l.hs.ReadTimeout
+	hs := l.hs
+	header, idle := hs.ReadHeaderTimeout, hs.IdleTimeout
+	if header == 0 {
+		header = hs.ReadTimeout
 	}
+	if idle == 0 {
+		idle = hs.ReadTimeout
+	}
+	slack := min(idleSlack, idle/4)
+	// The first request is bounded as net/http bounds it.
 	var deadline time.Time
-	for {
+	if header > 0 {
+		deadline = time.Now().Add(header)
+		if !l.setDeadline(c, deadline) {
+			return
+		}
+	}
+	for first := true; ; first = false {
 		if br.Buffered() == 0 {
 			if bw.Buffered() > 0 && bw.Flush() != nil {
-				break
+				return
 			}
-			if idle > 0 {
-				if now := time.Now(); deadline.Sub(now) < idle-idleSlack {
+			if !first {
+				now := time.Now()
+				switch {
+				case idle > 0 && deadline.Sub(now) < idle-slack:
 					deadline = now.Add(idle)
-					if !l.setDeadline(c, deadline) {
-						break
-					}
+				case idle == 0 && !deadline.IsZero():
+					deadline = time.Time{}
+				default:
+					now = time.Time{}
+				}
+				if !now.IsZero() && !l.setDeadline(c, deadline) {
+					return
 				}
 			}
 			if _, err := br.Peek(1); err != nil {
-				break // closed, idle too long, or the lane is stopping
+				return // closed, idle too long, or the lane is stopping
 			}
 			if l.stopping.Load() {
-				break
+				return
 			}
 		}
 		buf, _ := br.Peek(br.Buffered())
 		n, target := parseHead(buf)
+		if n > 0 && hs.WriteTimeout > 0 {
+			c.SetWriteDeadline(time.Now().Add(hs.WriteTimeout))
+		}
 		if n == 0 || !l.a.Answer(bw, target) {
+			handed = true
 			l.handOff(c, br, bw)
 			return
 		}
 		br.Discard(n)
 	}
-	l.untrack(c)
-	c.Close()
+}
+
+func (l *lane) logf(format string, args ...any) {
+	if l.hs.ErrorLog != nil {
+		l.hs.ErrorLog.Printf(format, args...)
+	} else {
+		log.Printf(format, args...)
+	}
 }
 
 // handOff gives c to net/http with what the lane has read but not answered.
 func (l *lane) handOff(c net.Conn, br *bufio.Reader, bw *bufio.Writer) {
 	l.untrack(c)
-	if bw.Flush() != nil || c.SetReadDeadline(time.Time{}) != nil {
+	if bw.Flush() != nil || c.SetDeadline(time.Time{}) != nil || l.stopping.Load() {
 		c.Close()
 		return
 	}
@@ -249,6 +306,9 @@ func (c *handedConn) CloseWrite() error {
 type handoffListener struct{ l *lane }
 
 func (h *handoffListener) Accept() (net.Conn, error) {
+	if h.l.stopping.Load() {
+		return nil, net.ErrClosed
+	}
 	select {
 	case c := <-h.l.handoff:
 		return c, nil

@@ -6,11 +6,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,7 +37,11 @@ func (t *table) Answer(w *bufio.Writer, target []byte) bool {
 // start serves a net/http handler behind the lane on 127.0.0.1.
 func start(t *testing.T, a Answerer, h http.Handler) (*http.Server, string) {
 	t.Helper()
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 5 * time.Second}
+	return startWith(t, a, &http.Server{Handler: h, ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 5 * time.Second})
+}
+
+func startWith(t *testing.T, a Answerer, hs *http.Server) (*http.Server, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -236,4 +242,72 @@ func FuzzParseHead(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The lane keeps net/http's timeouts: a connection that sends nothing is
+// closed after ReadHeaderTimeout, one idle after an answer after IdleTimeout,
+// and one in use is never cut between requests.
+func TestTimeouts(t *testing.T) {
+	tb := &table{answers: map[string]string{"/fast": "quick"}}
+	_, addr := startWith(t, tb, &http.Server{Handler: http.NotFoundHandler(),
+		ReadHeaderTimeout: 200 * time.Millisecond, IdleTimeout: 600 * time.Millisecond})
+	closedAfter := func(br *bufio.Reader) time.Duration {
+		start := time.Now()
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("read %v, want EOF", err)
+		}
+		return time.Since(start)
+	}
+
+	_, br := dial(t, addr)
+	if d := closedAfter(br); d < 150*time.Millisecond || d > 450*time.Millisecond {
+		t.Errorf("a silent connection was closed after %v, want about ReadHeaderTimeout (200ms, not IdleTimeout)", d)
+	}
+
+	c, br := dial(t, addr)
+	for range 8 { // 1.2 s of requests 150 ms apart: longer than IdleTimeout, never idle so long
+		io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: a\r\n\r\n")
+		read(t, br, "GET")
+		time.Sleep(150 * time.Millisecond)
+	}
+	if d := closedAfter(br); d < 300*time.Millisecond || d > 2*time.Second {
+		t.Errorf("an idle connection was closed %v after its last answer, want about IdleTimeout (600ms)", d)
+	}
+}
+
+type panics struct{}
+
+func (panics) Answer(*bufio.Writer, []byte) bool { panic("boom") }
+
+// A panic while answering closes that connection only, as in net/http.
+func TestPanicClosesTheConnectionOnly(t *testing.T) {
+	var logs lockedBuffer
+	_, addr := startWith(t, panics{}, &http.Server{Handler: http.NotFoundHandler(), ErrorLog: log.New(&logs, "", 0)})
+	for range 2 {
+		c, br := dial(t, addr)
+		io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: a\r\n\r\n")
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("after a panic the connection reads %v, want EOF", err)
+		}
+	}
+	if !strings.Contains(logs.String(), "boom") {
+		t.Errorf("the panic is not logged: %q", logs.String())
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
