@@ -288,11 +288,8 @@ func (c *Cache) Store() Store { return c.store }
 // Lookup returns what is stored under key: from memory when it is there, else
 // from the store (and then remembered in memory). Absent keys wrap ErrNotFound.
 func (c *Cache) Lookup(ctx context.Context, key string) (*Hot, error) {
-	if c.mem != nil {
-		if h, ok := c.mem.Get(key); ok {
-			c.touch(key)
-			return h, nil
-		}
+	if h, ok := c.Memory(key); ok {
+		return h, nil
 	}
 	e, err := c.store.Entry(ctx, key)
 	if err != nil {

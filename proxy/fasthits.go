@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -19,10 +18,12 @@ import (
 	"github.com/regmirror/regmirror/fastlane"
 )
 
-// Serve serves the mirror's Handler through hs on the plain-TCP listener ln:
+// Serve serves the mirror (hs.Handler is set to s.Handler(): the fast lane
+// answers as that handler would) through hs on the plain-TCP listener ln:
 // with the fast lane (package fastlane) when the configuration enables it,
 // else with hs.Serve alone. TLS listeners are for hs.ServeTLS.
 func (s *Server) Serve(hs *http.Server, ln net.Listener) error {
+	hs.Handler = s.Handler()
 	if s.fast == nil {
 		return hs.Serve(ln)
 	}
@@ -70,7 +71,10 @@ type hitMemo struct {
 
 // fastHint says that the answer to this request is the entry under key and
 // nothing else: a hit on it may be answered again on the fast lane.
-func fastHint(w http.ResponseWriter, key string) {
+func (s *Server) fastHint(w http.ResponseWriter, key string) {
+	if s.fast == nil {
+		return
+	}
 	if rec := recorderOf(w); rec != nil {
 		rec.fastKey = key
 	}
@@ -102,7 +106,7 @@ func (f *fastHits) Answer(w *bufio.Writer, target []byte) bool {
 	b = fastlane.AppendDate(b, start)
 	b = append(b, m.head[2]...)
 	var id string
-	if f.s.logsRequests() {
+	if f.s.logsRequests(context.Background()) {
 		id = string(b[idAt:idEnd])
 	}
 	w.Write(b)
@@ -117,14 +121,6 @@ func (f *fastHits) Answer(w *bufio.Writer, target []byte) bool {
 			bytes: int64(len(hot.Body)), duration: d, cache: string(Hit), upstream: m.upstream})
 	}
 	return true
-}
-
-// logsRequests reports whether access lines are written.
-func (s *Server) logsRequests() bool {
-	if s.access != nil {
-		return s.accessOn
-	}
-	return s.log.Enabled(context.Background(), slog.LevelInfo)
 }
 
 func (f *fastHits) forget(target string, m *hitMemo) {
@@ -189,11 +185,12 @@ func renderHead(h http.Header) (head [3][]byte, ok bool) {
 	if _, ok := h["X-Request-Id"]; !ok {
 		return head, false
 	}
+	if _, ok := h["Date"]; ok {
+		return head, false // net/http would send this one and add none
+	}
 	keys := make([]string, 0, len(h))
 	for k := range h {
-		if k != "Date" {
-			keys = append(keys, k)
-		}
+		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	b := []byte("HTTP/1.1 200 OK\r\n")

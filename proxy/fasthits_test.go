@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net"
@@ -268,5 +270,36 @@ func TestFastLaneAnswersAreLogged(t *testing.T) {
 	last := lines[len(lines)-1]
 	for _, want := range []string{"id=" + id, "method=GET", "status=200", "bytes=" + strconv.Itoa(len(body)), "cache=HIT", "upstream=" + up} {
 		mustContain(t, last, want)
+	}
+}
+
+// Hydrilla's exact answers go on the lane too: a file by its hash and an item
+// version in both its forms; the newest version (<id>.json) never does.
+func TestFastLaneHydrilla(t *testing.T) {
+	repo := hydrillaRepo(t)
+	m := startMirror(t, "", nil, []string{repo.BaseURL()})
+	sum := sha256.Sum256([]byte("console.log('hello');\n"))
+	for _, target := range []string{
+		"/file/sha256/" + hex.EncodeToString(sum[:]),
+		"/resource/helloapple/2021.11.10",
+		"/mapping/helloapple.json?ver=2021.11.10",
+	} {
+		want := get(t, m.URL+target)
+		if want.Status != http.StatusOK {
+			t.Fatalf("%s: %d", target, want.Status)
+		}
+		warmFast(t, m, target)
+		_, body := dialMirror(t, m).roundTrip(getReq(target))
+		if !bytes.Equal(body, want.Body) {
+			t.Errorf("%s: the fast lane's body differs", target)
+		}
+	}
+	fast := testutil.ToFloat64(m.metrics.FastLane)
+	for range 3 {
+		head, _ := dialMirror(t, m).roundTrip(getReq("/mapping/helloapple.json"))
+		mustContain(t, head, "HTTP/1.1 200 OK")
+	}
+	if d := testutil.ToFloat64(m.metrics.FastLane) - fast; d != 0 {
+		t.Errorf("the newest version was answered %v times on the fast lane", d)
 	}
 }

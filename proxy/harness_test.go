@@ -97,15 +97,25 @@ func startMirrorLogged(t testing.TB, logw io.Writer, dir string, refpackUps, hyd
 	}
 	// Served as cmd/regmirror serves it, fast lane included (unless the
 	// configuration turns it off).
-	hs := &http.Server{Handler: m.srv.Handler(), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs := &http.Server{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go m.srv.Serve(hs, ln)
+	served := make(chan struct{})
+	go func() {
+		m.srv.Serve(hs, ln)
+		close(served)
+	}()
 	m.URL = "http://" + ln.Addr().String()
 	t.Cleanup(func() {
+		// As httptest.Server.Close: wait for the requests being answered,
+		// then for the server (fast lane included) to be done.
+		sctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+		defer stop()
+		hs.Shutdown(sctx)
 		hs.Close()
+		<-served
 		cancel()
 		c.Close()
 	})

@@ -45,13 +45,22 @@ func (s *Server) Handler() http.Handler {
 	})
 }
 
+// logsRequests reports whether access lines are written.
+func (s *Server) logsRequests(ctx context.Context) bool {
+	if s.access != nil {
+		return s.accessOn
+	}
+	return s.log.Enabled(ctx, slog.LevelInfo)
+}
+
 // logRequest writes a request's access line when the log level lets it through.
 func (s *Server) logRequest(ctx context.Context, a *accessLine) {
+	if !s.logsRequests(ctx) {
+		return
+	}
 	if s.access != nil {
-		if s.accessOn {
-			s.access.write(a)
-		}
-	} else if s.log.Enabled(ctx, slog.LevelInfo) {
+		s.access.write(a)
+	} else {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "request",
 			slog.String("id", a.id), slog.String("method", a.method), slog.String("path", a.path),
 			slog.Int("status", a.status), slog.Int64("bytes", a.bytes), slog.Duration("duration", a.duration),

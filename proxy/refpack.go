@@ -90,8 +90,7 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 		}
 	}
 	if rt.Sub == refpack.SubVersions {
-		fastHint(w, rpVersionsKey(rt.ID))
-		s.serve(w, r, &target{
+		s.serveExact(w, r, &target{
 			api: "refpack", route: "versions", key: rpVersionsKey(rt.ID), class: cache.Mutable,
 			pool: s.refpack, path: rpPath(rt.ID, refpack.SubVersions),
 		})
@@ -109,7 +108,7 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 	switch rt.Sub {
 	case "":
 		if explicit {
-			fastHint(w, rpZipKey(rt.ID, version))
+			s.fastHint(w, rpZipKey(rt.ID, version))
 		}
 		if s.serveHeld(w, r, rpZipKey(rt.ID, version), floor) {
 			return
@@ -117,7 +116,7 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 		s.serveAtLeast(w, r, s.rpZipTarget(rt.ID, version, false), floor)
 	case refpack.SubMeta:
 		if explicit {
-			fastHint(w, rpMetaKey(rt.ID, version))
+			s.fastHint(w, rpMetaKey(rt.ID, version))
 		}
 		if s.serveHeld(w, r, rpMetaKey(rt.ID, version), floor) {
 			return

@@ -38,7 +38,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, t *target) {
 // serveExact is serve for a target that is a function of the request alone:
 // its hits may be answered again on the fast lane.
 func (s *Server) serveExact(w http.ResponseWriter, r *http.Request, t *target) {
-	fastHint(w, t.key)
+	s.fastHint(w, t.key)
 	s.serve(w, r, t)
 }
 

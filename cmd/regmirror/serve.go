@@ -170,7 +170,7 @@ func serve(c *cli.Context) error {
 		go srv.SyncEvery(ctx, cfg.SyncInterval, proxy.SyncOptions{Jobs: 4})
 	}
 	hs := &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           srv.Handler(), // set again by srv.Serve for plain HTTP
 		ReadHeaderTimeout: 10 * time.Second,
 		// Uploads get a generous whole-request read limit; slow clients are cut off.
 		ReadTimeout:    5 * time.Minute,
@@ -224,6 +224,12 @@ func serve(c *cli.Context) error {
 		defer cancel()
 		if err := hs.Shutdown(sctx); err != nil {
 			log.Warn("shutdown", "err", err)
+		}
+		// Serve returns once the fast lane's connections have closed too;
+		// only then may the store close.
+		select {
+		case <-errc:
+		case <-sctx.Done():
 		}
 	}
 	return nil
