@@ -214,6 +214,11 @@ func (d *Disk) MetaBatches(ctx context.Context, prefix string, workers int, fn f
 		var batch []MetaRecord
 		send := func() bool {
 			select {
+			case <-stop: // before a send that may also be ready
+				return false
+			default:
+			}
+			select {
 			case jobs <- job{seq, batch}:
 				seq++
 				batch = nil
@@ -245,6 +250,9 @@ func (d *Disk) MetaBatches(ctx context.Context, prefix string, workers int, fn f
 					break
 				}
 			}
+		}
+		if err := ctx.Err(); err != nil {
+			fail(err)
 		}
 		if len(batch) > 0 {
 			send()

@@ -4,15 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-
 	"errors"
-	gojson "github.com/goccy/go-json"
 	"maps"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	gojson "github.com/goccy/go-json"
 
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/hydrilla"
@@ -92,12 +92,12 @@ func newCatalogue(onBuilt func(int)) *catalogue {
 func (c *catalogue) load(ctx context.Context, st cache.Store) error {
 	var ix *pattern.Index[*mappingVal]
 	if mw, ok := st.(cache.MetaWalker); ok {
-		start := time.Now()
+		// lastBuild stays unset: this build ran alongside the decoding, and
+		// its time says nothing of a rebuild's.
 		var err error
 		if ix, err = c.loadMetas(ctx, mw, true); err != nil {
 			return err
 		}
-		c.lastBuild.Store(int64(time.Since(start)))
 	} else if err := c.loadItems(ctx, st); err != nil {
 		return err
 	}
