@@ -7,6 +7,7 @@ import (
 	"errors"
 	"maps"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -313,11 +314,18 @@ func (c *catalogue) run(ctx context.Context) {
 // queries never see a half-built index.
 func (c *catalogue) rebuild() {
 	c.mu.Lock()
-	var items []pattern.Item[*mappingVal]
-	for _, h := range c.items {
-		if h.meta.Type != hydrilla.TypeMapping {
-			continue
+	// In key order, as the start-up load adds them: the order of equally
+	// specific matches in /query must not change with a rebuild.
+	keys := make([]string, 0, len(c.items))
+	for k, h := range c.items {
+		if h.meta.Type == hydrilla.TypeMapping {
+			keys = append(keys, k)
 		}
+	}
+	slices.Sort(keys)
+	var items []pattern.Item[*mappingVal]
+	for _, k := range keys {
+		h := c.items[k]
 		v := &mappingVal{id: h.meta.Identifier, longName: h.meta.LongName, version: h.meta.Version}
 		for _, p := range h.meta.Patterns {
 			items = append(items, pattern.Item[*mappingVal]{Pattern: p, Value: v})

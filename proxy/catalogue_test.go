@@ -1,0 +1,65 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/hydrilla"
+	"github.com/regmirror/regmirror/pattern"
+)
+
+// The index built at start-up, from Meta records decoded batch by batch on
+// several cores, answers /query exactly as a rebuild from the held items
+// does, ties included: both add mappings in key order.
+func TestLoadIndexesAsRebuildDoes(t *testing.T) {
+	dir := t.TempDir()
+	d, err := cache.OpenDisk(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := cache.Stage(d.TempDir(), bytes.NewReader([]byte(`{}`)), 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Commit(context.Background(), st); err != nil {
+		t.Fatal(err)
+	}
+	// Several batches of 1,024 records, every mapping tied on one pattern.
+	var es []*cache.Entry
+	for i := range 3000 {
+		it := &hydrilla.Item{Type: hydrilla.TypeMapping, Identifier: fmt.Sprintf("m%04d", (i*7919)%3000),
+			Version: hydrilla.Version{1, i % 3}, Patterns: []string{"https://tie.example/***", fmt.Sprintf("https://m%d.example/***", i)}}
+		es = append(es, &cache.Entry{Key: hyItemKey(hydrilla.ItemRef{Type: it.Type, Identifier: it.Identifier, Version: it.Version}),
+			Digest: st.Digest, Size: 2, Status: 200, Class: cache.Immutable, FetchedAt: time.Now(), Meta: itemMetaOf(it)})
+	}
+	if err := d.PutEntries(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+	c := newCatalogue(nil)
+	if err := c.load(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	u, err := pattern.ParseURL("https://tie.example/a/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded := c.query(u)
+	if len(loaded) != 3000 {
+		t.Fatalf("%d mappings match after the load, want 3000", len(loaded))
+	}
+	for range 3 {
+		c.rebuild()
+		rebuilt := c.query(u)
+		if !slices.EqualFunc(loaded, rebuilt, func(a, b hydrilla.QueryMapping) bool {
+			return a.Identifier == b.Identifier && a.Version.Compare(b.Version) == 0
+		}) {
+			t.Fatalf("a rebuild answers in another order:\nload    %v\nrebuild %v", loaded[:5], rebuilt[:5])
+		}
+	}
+	d.Close()
+}
