@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -32,7 +33,7 @@ func (s *Server) Serve(hs *http.Server, ln net.Listener) error {
 }
 
 func newFastHits(s *Server) *fastHits {
-	return &fastHits{s: s, memos: map[string]*hitMemo{}, budget: max(s.cfg.MemoryCacheSize/4, 1<<20)}
+	return &fastHits{s: s, memos: map[string]*hitMemo{}}
 }
 
 // fastHits is what the fast lane answers: for an exact request target, the
@@ -50,18 +51,19 @@ type fastHits struct {
 	s      *Server
 	mu     sync.RWMutex
 	memos  map[string]*hitMemo // by request target
-	bytes  int64               // body bytes the memos hold
-	budget int64               // most body bytes they may hold
 	// serving is set once a fast lane serves: before, nothing is remembered.
 	serving atomic.Bool
 }
 
-// maxHitMemos bounds the number of remembered targets.
+// maxHitMemos bounds the number of remembered targets (each holds its head,
+// a few hundred bytes, and no body).
 const maxHitMemos = 1 << 16
 
 type hitMemo struct {
-	key  string
-	hot  *cache.Hot
+	key string
+	// hot is the entry the answer was made from, held weakly: a memo keeps no
+	// body alive once the memory tier has let it go.
+	hot  weak.Pointer[cache.Hot]
 	head [3][]byte // the head up to X-Request-Id's value, to Date's value, and its end
 	// For the request's metrics and access line, as the middleware gives them.
 	path, upstream string
@@ -89,7 +91,7 @@ func (f *fastHits) Answer(w *bufio.Writer, target []byte) bool {
 		return false
 	}
 	hot, ok := f.s.cache.Memory(m.key)
-	if !ok || hot != m.hot {
+	if !ok || hot != m.hot.Value() {
 		f.forget(string(target), m)
 		return false
 	}
@@ -127,7 +129,6 @@ func (f *fastHits) forget(target string, m *hitMemo) {
 	f.mu.Lock()
 	if f.memos[target] == m {
 		delete(f.memos, target)
-		f.bytes -= int64(len(m.hot.Body))
 	}
 	f.mu.Unlock()
 }
@@ -143,7 +144,7 @@ func (f *fastHits) remember(w http.ResponseWriter, r *http.Request, hot *cache.H
 	f.mu.RLock()
 	old := f.memos[r.RequestURI]
 	f.mu.RUnlock()
-	if old != nil && old.hot == hot {
+	if old != nil && old.hot.Value() == hot {
 		return
 	}
 	if held, ok := f.s.cache.Memory(hot.Entry.Key); !ok || held != hot {
@@ -156,24 +157,17 @@ func (f *fastHits) remember(w http.ResponseWriter, r *http.Request, hot *cache.H
 		return
 	}
 	api, route := classify(r.URL.Path)
-	m := &hitMemo{key: hot.Entry.Key, hot: hot, head: head, path: r.URL.Path, upstream: rec.upstream,
+	m := &hitMemo{key: hot.Entry.Key, hot: weak.Make(hot), head: head, path: r.URL.Path, upstream: rec.upstream,
 		requests: f.s.metrics.Requests.WithLabelValues(api, route, "200", string(Hit)),
 		duration: f.s.metrics.RequestDuration.WithLabelValues(api, string(Hit))}
-	size := int64(len(hot.Body))
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if old := f.memos[r.RequestURI]; old != nil {
-		f.bytes -= int64(len(old.hot.Body))
-		delete(f.memos, r.RequestURI)
-	}
-	if len(f.memos) >= maxHitMemos || f.bytes+size > f.budget {
+	if _, ok := f.memos[r.RequestURI]; !ok && len(f.memos) >= maxHitMemos {
 		// Start over rather than track use: what is still asked for comes back
 		// after its next answer through net/http.
 		clear(f.memos)
-		f.bytes = 0
 	}
 	f.memos[r.RequestURI] = m
-	f.bytes += size
 }
 
 // renderHead writes the response head net/http writes for a 200 with headers
