@@ -48,9 +48,9 @@ func newFastHits(s *Server) *fastHits {
 // explicit version, /versions, a Hydrilla file or item version). "Latest"
 // answers, merged answers and anything built per request never are.
 type fastHits struct {
-	s      *Server
-	mu     sync.RWMutex
-	memos  map[string]*hitMemo // by request target
+	s     *Server
+	mu    sync.RWMutex
+	memos map[string]*hitMemo // by request target
 	// serving is set once a fast lane serves: before, nothing is remembered.
 	serving atomic.Bool
 }
