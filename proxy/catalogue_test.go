@@ -18,24 +18,14 @@ import (
 // does, ties included: both add mappings in key order.
 func TestLoadIndexesAsRebuildDoes(t *testing.T) {
 	dir := t.TempDir()
-	d, err := cache.OpenDisk(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := cache.Stage(d.TempDir(), bytes.NewReader([]byte(`{}`)), 0, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Commit(context.Background(), st); err != nil {
-		t.Fatal(err)
-	}
+	d, digest := OpenStoreWithBlob(t, dir)
 	// Several batches of 1,024 records, every mapping tied on one pattern.
 	var es []*cache.Entry
 	for i := range 3000 {
 		it := &hydrilla.Item{Type: hydrilla.TypeMapping, Identifier: fmt.Sprintf("m%04d", (i*7919)%3000),
 			Version: hydrilla.Version{1, i % 3}, Patterns: []string{"https://tie.example/***", fmt.Sprintf("https://m%d.example/***", i)}}
 		es = append(es, &cache.Entry{Key: hyItemKey(hydrilla.ItemRef{Type: it.Type, Identifier: it.Identifier, Version: it.Version}),
-			Digest: st.Digest, Size: 2, Status: 200, Class: cache.Immutable, FetchedAt: time.Now(), Meta: itemMetaOf(it)})
+			Digest: digest, Size: 2, Status: 200, Class: cache.Immutable, FetchedAt: time.Now(), Meta: itemMetaOf(it)})
 	}
 	if err := d.PutEntries(context.Background(), es); err != nil {
 		t.Fatal(err)
@@ -62,4 +52,23 @@ func TestLoadIndexesAsRebuildDoes(t *testing.T) {
 		}
 	}
 	d.Close()
+}
+
+// OpenStoreWithBlob opens a disk store in dir holding one committed blob, `{}`,
+// and returns it with the blob's digest, for tests (here and in proxy_test)
+// that write entries straight into a store.
+func OpenStoreWithBlob(t *testing.T, dir string) (*cache.Disk, string) {
+	t.Helper()
+	d, err := cache.OpenDisk(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := cache.Stage(d.TempDir(), bytes.NewReader([]byte(`{}`)), 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Commit(context.Background(), st); err != nil {
+		t.Fatal(err)
+	}
+	return d, st.Digest
 }

@@ -203,17 +203,7 @@ func TestStartupReadsMetaAsEncodingJSONDoes(t *testing.T) {
 		`{"Type":"resource","Identifier":"folded","long_name":"Folded","version":[8],"revision":1}`,
 	}
 	dir := t.TempDir()
-	d, err := cache.OpenDisk(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := cache.Stage(d.TempDir(), bytes.NewReader([]byte(`{}`)), 0, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Commit(context.Background(), st); err != nil {
-		t.Fatal(err)
-	}
+	d, digest := proxy.OpenStoreWithBlob(t, dir)
 	type itemMeta struct {
 		Type       string           `json:"type"`
 		Identifier string           `json:"identifier"`
@@ -229,7 +219,7 @@ func TestStartupReadsMetaAsEncodingJSONDoes(t *testing.T) {
 		if err := json.Unmarshal([]byte(m), &im); err != nil {
 			t.Fatal(err)
 		}
-		es = append(es, &cache.Entry{Key: fmt.Sprintf("hy/item/%s/item-%d/1", im.Type, i), Digest: st.Digest, Size: 2, Status: 200,
+		es = append(es, &cache.Entry{Key: fmt.Sprintf("hy/item/%s/item-%d/1", im.Type, i), Digest: digest, Size: 2, Status: 200,
 			Class: cache.Immutable, FetchedAt: time.Now(), Upstream: "http://127.0.0.1:1", Pinned: true, Meta: json.RawMessage(m)})
 		if im.Identifier == "" {
 			continue
