@@ -241,7 +241,10 @@ func (ix *Index[V]) Len() int {
 // in Hydrilla's order: hosts from the deepest literal node up, at each node
 // the exact host before "*", "**" and "***"; for each host, paths in the
 // same way; at each path node, for a URL whose path ends in '/', patterns
-// with a trailing slash before the others; ties in insertion order. A value
+// with a trailing slash before the others; ties in insertion order. A URL's
+// leftmost label or last segment spelled like a wildcard reaches that
+// wildcard as a literal would (see Matches), so its patterns come where an
+// exact match one level deeper would. A value
 // added under several matching patterns appears once per pattern (see
 // Dedupe). u should come from ParseURL; a nil Index matches nothing.
 func (ix *Index[V]) Match(u Pattern) []V {
@@ -263,15 +266,44 @@ func (ix *Index[V]) Match(u Pattern) []V {
 		stack = append(stack, c)
 	}
 	var out []V
+	n := len(u.host)
+	// The leftmost label is the last one walked.
+	reached, pr := ix.reachedWildcard(stack, u.host, 0)
+	if pr != 0 {
+		out = ix.matchPath(out, pr, u)
+	}
 	for d := len(stack) - 1; d >= 0; d-- {
 		slots := &ix.nodes[stack[d]].slots
 		for w := wildNone; w < numSlots; w++ {
-			if pr := slots[w]; pr != 0 && w.admits(len(u.host)-d) {
+			if pr := slots[w]; pr != 0 && w.admits(n-d) && (d != n-1 || w != reached) {
 				out = ix.matchPath(out, pr, u)
 			}
 		}
 	}
 	return out
+}
+
+// reachedWildcard handles a URL whose last label or segment to walk
+// (labels[last]) is spelled "*", "**" or "***". Hydrilla keys literals and
+// wildcards in one table, so such a label walks into the wildcard's node as
+// a literal would: what that wildcard slot holds then matches as the deepest
+// node's exact match, ahead of everything else, and not again at its own
+// node. It returns the wildcard and its slot when the walk got as far as the
+// node holding it and the slot is used, else wildNone and 0.
+func (ix *Index[V]) reachedWildcard(stack []uint32, labels []string, last int) (wildcard, uint32) {
+	n := len(labels)
+	if n == 0 || len(stack) < n {
+		return wildNone, 0
+	}
+	w := wildcardOf(labels[last])
+	if w == wildNone {
+		return wildNone, 0
+	}
+	slot := ix.nodes[stack[n-1]].slots[w]
+	if slot == 0 {
+		return wildNone, 0
+	}
+	return w, slot
 }
 
 func (ix *Index[V]) matchPath(out []V, root uint32, u Pattern) []V {
@@ -284,20 +316,31 @@ func (ix *Index[V]) matchPath(out []V, root uint32, u Pattern) []V {
 		}
 		stack = append(stack, c)
 	}
+	n := len(u.path)
+	reached, leaf := ix.reachedWildcard(stack, u.path, n-1)
+	if leaf != 0 {
+		out = ix.appendLeaf(out, leaf, u.slash)
+	}
 	for d := len(stack) - 1; d >= 0; d-- {
 		slots := &ix.nodes[stack[d]].slots
 		for w := wildNone; w < numSlots; w++ {
 			leaf := slots[w]
-			if leaf == 0 || !w.admits(len(u.path)-d) {
+			if leaf == 0 || !w.admits(n-d) || (d == n-1 && w == reached) {
 				continue
 			}
-			if u.slash {
-				out = append(out, ix.vals[ix.offsets[2*leaf]:ix.offsets[2*leaf+1]]...)
-			}
-			out = append(out, ix.vals[ix.offsets[2*leaf+1]:ix.offsets[2*leaf+2]]...)
+			out = ix.appendLeaf(out, leaf, u.slash)
 		}
 	}
 	return out
+}
+
+// appendLeaf appends the values of leaf: for a URL with a trailing slash,
+// those of patterns with one first, then the others.
+func (ix *Index[V]) appendLeaf(out []V, leaf uint32, slash bool) []V {
+	if slash {
+		out = append(out, ix.vals[ix.offsets[2*leaf]:ix.offsets[2*leaf+1]]...)
+	}
+	return append(out, ix.vals[ix.offsets[2*leaf+1]:ix.offsets[2*leaf+2]]...)
 }
 
 // Dedupe returns vs with repeated values removed, keeping each at its first

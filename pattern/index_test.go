@@ -104,6 +104,58 @@ func TestMatchOrder(t *testing.T) {
 	})
 }
 
+// TestMatchSpelledWildcard spells out where real Hydrilla (whose trie keys
+// literals and wildcards in one table) puts the patterns a URL label or
+// segment spelled "*", "**" or "***" reaches: as the exact match one level
+// deeper, ahead of that level's wildcards, and once. The wanted lists are
+// Hydrilla 3.x's pattern_tree search for the same patterns and URL.
+func TestMatchSpelledWildcard(t *testing.T) {
+	tests := []struct {
+		name, url string
+		patterns  []string
+		want      []string
+	}{{
+		name: "path **",
+		url:  "https://example.com/a/**/",
+		patterns: []string{
+			"https://example.com/***", "https://example.com/a/*", "https://example.com/a/**",
+			"https://example.com/a/**/***", "https://example.com/**", "https://example.com/a/b",
+			"https://example.com/a/***", "https://example.com/a/**/",
+		},
+		want: []string{
+			"https://example.com/a/**/", "https://example.com/a/**", "https://example.com/a/**/***",
+			"https://example.com/a/*", "https://example.com/a/***",
+			"https://example.com/**", "https://example.com/***",
+		},
+	}, {
+		name: "path * and *** once each",
+		url:  "https://example.com/a/*",
+		patterns: []string{
+			"https://example.com/a/***", "https://example.com/a/*", "https://example.com/a/*/***",
+		},
+		want: []string{"https://example.com/a/*", "https://example.com/a/*/***", "https://example.com/a/***"},
+	}, {
+		name: "host **",
+		url:  "https://**.example.com/",
+		patterns: []string{
+			"https://*.example.com/", "https://***.example.com/", "https://x.**.example.com/",
+			"https://**.example.com/***", "https://**.example.com/",
+		},
+		want: []string{
+			"https://**.example.com/", "https://**.example.com/***",
+			"https://*.example.com/", "https://***.example.com/",
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := buildStrings(t, tt.patterns...).Match(mustParseURL(t, tt.url))
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Match(%q) =\n\t%s\nwant\n\t%s", tt.url, strings.Join(got, "\n\t"), strings.Join(tt.want, "\n\t"))
+			}
+		})
+	}
+}
+
 func TestBuildErrorsAndLen(t *testing.T) {
 	items := []Item[int]{
 		{"https://good.example/***", 0},
@@ -157,7 +209,9 @@ func TestMatchRepeatsAndDedupe(t *testing.T) {
 }
 
 // randomPattern builds patterns and URLs from a tiny alphabet so that random
-// pairs match often and every wildcard, port and slash rule is exercised.
+// pairs match often and every wildcard, port, slash and path-parameter rule
+// is exercised, URLs with labels and segments spelled like wildcards
+// included.
 func randomPattern(r *rand.Rand, isPattern bool) string {
 	pick := func(xs ...string) string { return xs[r.IntN(len(xs))] }
 	var b strings.Builder
@@ -178,14 +232,14 @@ func randomPattern(r *rand.Rand, isPattern bool) string {
 			if i > 0 {
 				b.WriteByte('.')
 			}
-			b.WriteString(pick("a", "b", "c", "*", "A"))
+			b.WriteString(pick("a", "b", "c", "*", "**", "***", "A"))
 		}
 		if scheme != "http*" {
 			b.WriteString(pick("", "", "", ":80", ":443", ":21", ":8080"))
 		}
 	}
 	for range r.IntN(4) {
-		b.WriteString("/" + pick("x", "y", "X", "*", ""))
+		b.WriteString("/" + pick("x", "y", "X", "*", "**", "***", "", "x;p"))
 	}
 	if isPattern && r.IntN(2) == 0 {
 		b.WriteString("/" + pick("*", "**", "***"))
@@ -193,20 +247,33 @@ func randomPattern(r *rand.Rand, isPattern bool) string {
 	if r.IntN(2) == 0 {
 		b.WriteByte('/')
 	}
+	if r.IntN(8) == 0 && strings.Contains(strings.TrimPrefix(b.String(), scheme+"://"), "/") {
+		b.WriteString(";p")
+	}
 	if !isPattern && r.IntN(4) == 0 {
 		b.WriteString(pick("?q=1", "#f", "?a/b#c"))
 	}
 	return b.String()
 }
 
-// specificity is the order Match promises, written as a sort key so the
-// brute-force oracle can produce it independently of the trie.
+// specificity is the order Match promises for a pattern p matching u,
+// written as a sort key so the brute-force oracle can produce it
+// independently of the trie. A wildcard that u reaches with a label or
+// segment spelled like it counts as one more literal label or segment.
 func specificity(p, u Pattern, idx int) [6]int {
 	slash := 1
 	if p.slash && u.slash {
 		slash = 0
 	}
-	return [6]int{-len(p.host), int(p.hostWild), -len(p.path), int(p.pathWild), slash, idx}
+	host, hostWild := len(p.host), p.hostWild
+	if hostWild.spelledBy(u.host[:len(u.host)-host]) {
+		host, hostWild = host+1, wildNone
+	}
+	path, pathWild := len(p.path), p.pathWild
+	if pathWild.spelledBy(u.path[path:]) {
+		path, pathWild = path+1, wildNone
+	}
+	return [6]int{-host, int(hostWild), -path, int(pathWild), slash, idx}
 }
 
 func TestIndexAgainstBruteForce(t *testing.T) {

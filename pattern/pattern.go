@@ -71,7 +71,8 @@ func (w wildcard) String() string {
 	return [...]string{"", "*", "**", "***"}[w]
 }
 
-// admits reports whether w accepts r labels/segments beyond the literal ones.
+// admits reports whether w accepts r labels/segments beyond the literal ones
+// (see also accepts).
 func (w wildcard) admits(r int) bool {
 	switch w {
 	case wildNone:
@@ -83,6 +84,20 @@ func (w wildcard) admits(r int) bool {
 	default:
 		return r >= 0
 	}
+}
+
+// accepts reports whether a pattern ending in w matches a URL whose labels or
+// segments beyond the pattern's literal ones are rest. Besides what admits
+// allows, one URL label or segment spelled exactly like w reaches it:
+// Hydrilla keys literals and wildcards in one table, so a URL's "**" walks
+// into the "**" node as a literal would.
+func (w wildcard) accepts(rest []string) bool {
+	return w.admits(len(rest)) || w.spelledBy(rest)
+}
+
+// spelledBy reports whether rest is the one label or segment spelling w.
+func (w wildcard) spelledBy(rest []string) bool {
+	return w != wildNone && len(rest) == 1 && wildcardOf(rest[0]) == w
 }
 
 // schemeSet is a bit set so that http* is simply {http, https}.
@@ -151,16 +166,20 @@ type Pattern struct {
 
 // Parse parses a URL pattern. It rejects queries, fragments, unknown schemes,
 // ports on http* or file://, hosts on file://, ports 0 and above 65535,
-// empty hosts, whitespace, control characters and invalid UTF-8. Every error
-// wraps ErrInvalid.
+// empty hosts, whitespace, control characters and invalid UTF-8. Like
+// Hydrilla (through urlparse) it drops the path parameters of the last
+// segment (";..."), except in file:// patterns. Every error wraps ErrInvalid.
 func Parse(s string) (Pattern, error) {
 	return parse(s, true, nil, nil)
 }
 
 // ParseURL parses a concrete URL to look patterns up with. Unlike Parse it
 // drops the query and fragment instead of rejecting them, refuses http*, and
-// treats asterisks as ordinary characters. Every error wraps ErrInvalid; a
-// caller serving /query answers it with 400.
+// keeps asterisks as ordinary labels and segments (though one spelled "*",
+// "**" or "***" also reaches that wildcard, see Matches). It drops the path
+// parameters as Parse does: "https://example.com/a/b;x" is looked up as
+// "https://example.com/a/b". Every error wraps ErrInvalid; a caller serving
+// /query answers it with 400.
 func ParseURL(s string) (Pattern, error) {
 	return parse(s, false, nil, nil)
 }
@@ -259,6 +278,12 @@ func parse(s string, isPattern bool, hostBuf, pathBuf *[]string) (Pattern, error
 		}
 	}
 
+	// urllib's urlparse, which Hydrilla parses both with, splits the
+	// path parameters (";...") off the last segment for every scheme here
+	// but file, and Hydrilla never looks at them.
+	if p.schemes != schemeFile {
+		path = dropParams(path)
+	}
 	p.path = splitDrop(path, '/', pathBuf)
 	p.slash = strings.HasSuffix(path, "/")
 	if isPattern && len(p.path) > 0 {
@@ -267,6 +292,16 @@ func parse(s string, isPattern bool, hostBuf, pathBuf *[]string) (Pattern, error
 		}
 	}
 	return p, nil
+}
+
+// dropParams cuts path at the first ';' of its last segment, as urlparse
+// does: "/a/b;x" is "/a/b", "/a/;x" is "/a/", and "/a;x/b" stays as it is.
+func dropParams(path string) string {
+	last := strings.LastIndexByte(path, '/')
+	if i := strings.IndexByte(path[last+1:], ';'); i >= 0 {
+		return path[:last+1+i]
+	}
+	return path
 }
 
 // splitAuthority drops user info and splits host and port the way Python's
@@ -377,7 +412,10 @@ func (p Pattern) concrete() bool {
 }
 
 // Matches reports whether pattern p matches URL u. It checks p directly,
-// without an index, and defines what Index.Match must find. u should come
+// without an index, and defines what Index.Match must find. As in Hydrilla,
+// a URL label or segment spelled exactly like the pattern's wildcard, where
+// that wildcard stands, matches too: "https://example.com/a/**" matches the
+// URL "https://example.com/a/**". u should come
 // from ParseURL; a u with wildcards or the http* scheme matches nothing.
 func (p Pattern) Matches(u Pattern) bool {
 	if !u.concrete() || p.schemes&u.schemes == 0 || p.port != u.port {
@@ -385,7 +423,7 @@ func (p Pattern) Matches(u Pattern) bool {
 	}
 	// Host labels are compared from the right (the TLD end).
 	r := len(u.host) - len(p.host)
-	if r < 0 || !p.hostWild.admits(r) {
+	if r < 0 || !p.hostWild.accepts(u.host[:r]) {
 		return false
 	}
 	for i, l := range p.host {
@@ -396,8 +434,7 @@ func (p Pattern) Matches(u Pattern) bool {
 	if p.slash && !u.slash {
 		return false
 	}
-	r = len(u.path) - len(p.path)
-	if r < 0 || !p.pathWild.admits(r) {
+	if len(u.path) < len(p.path) || !p.pathWild.accepts(u.path[len(p.path):]) {
 		return false
 	}
 	for i, s := range p.path {

@@ -178,6 +178,11 @@ func TestParseURL(t *testing.T) {
 		{"asterisk labels are literal", "https://*.example.com/", "https://*.example.com/"},
 		{"asterisk segments are literal", "https://example.com/a/***", "https://example.com/a/***"},
 		{"file", "file:///home/user/a.html?x#y", "file:///home/user/a.html"},
+		{"path parameters dropped", "https://example.com/a/b;param", "https://example.com/a/b"},
+		{"path parameters before the query", "https://example.com/a/b;p?q=;r", "https://example.com/a/b"},
+		{"path parameters after a slash", "https://example.com/a/;p", "https://example.com/a/"},
+		{"semicolon in an inner segment kept", "https://example.com/a;p/b", "https://example.com/a;p/b"},
+		{"path parameters kept for file", "file:///a/b;p", "file:///a/b;p"},
 	}
 	for _, tt := range ok {
 		t.Run(tt.name, func(t *testing.T) {
@@ -283,8 +288,14 @@ var matchGroups = []struct {
 		{"http://**.example.com/", "http://a.b.c.example.com/", true},
 		{"http://**.example.com/", "http://banana.example.com/", false},
 		{"http://**.example.com/", "http://example.com/", false},
-		// In a URL "**" is just a label, so it is one label, not two.
-		{"http://**.example.com/", "http://**.example.com/", false},
+		// In a URL "**" is one label, not two, but Hydrilla keys literals
+		// and wildcards in one table: the label "**" reaches the "**" node.
+		{"http://**.example.com/", "http://**.example.com/", true},
+		{"http://**.example.com/", "http://a.**.example.com/", true},
+		{"http://**.example.com/", "http://**.a.example.com/", true},
+		{"http://**.example.com/", "http://***.example.com/", false},
+		{"http://*.example.com/", "http://**.example.com/", true},
+		{"http://***.example.com/", "http://**.example.com/", true},
 	}},
 	{"host ***", []matchCase{
 		{"http://***.example.com/", "http://example.com/", true},
@@ -329,7 +340,23 @@ var matchGroups = []struct {
 		{"http://a.com/a/**", "http://a.com/a/b/c/d", true},
 		{"http://a.com/a/**", "http://a.com/a/b", false},
 		{"http://a.com/a/**", "http://a.com/a", false},
-		{"http://a.com/a/**", "http://a.com/a/**", false},
+	}},
+	{"URL segment spelled like the wildcard", []matchCase{
+		// Hydrilla keys literals and wildcards in one table, so a URL's
+		// "**" walks into the "**" node as a literal would.
+		{"http://a.com/a/**", "http://a.com/a/**", true},
+		{"http://a.com/a/**", "http://a.com/a/**/", true},
+		{"http://a.com/a/**/", "http://a.com/a/**", false},
+		{"http://a.com/**", "http://a.com/**", true},
+		{"http://a.com/a/**", "http://a.com/a/***", false},
+		{"http://a.com/a/**", "http://a.com/a/*", false},
+		{"http://a.com/a/**", "http://a.com/a/**/b", true},
+		{"http://a.com/a/**", "http://a.com/b/**", false},
+		{"http://a.com/a/*", "http://a.com/a/*", true},
+		{"http://a.com/a/*", "http://a.com/a/**", true},
+		{"http://a.com/a/***", "http://a.com/a/***", true},
+		{"http://a.com/a/***", "http://a.com/a/**", true},
+		{"http://a.com/a/****", "http://a.com/a/**", false},
 	}},
 	{"path ***", []matchCase{
 		{"http://a.com/a/***", "http://a.com/a", true},
@@ -365,6 +392,27 @@ var matchGroups = []struct {
 		{"http://a.com/x/", "http://a.com/x/?q", true},
 		{"http://a.com/x/", "http://a.com/x?q/", false},
 		{"http://a.com/x/*", "http://a.com/x?/y", false},
+	}},
+	{"path parameters dropped", []matchCase{
+		{"https://example.com/a/b", "https://example.com/a/b;param", true},
+		{"https://example.com/a/b/", "https://example.com/a/b/;param", true},
+		{"https://example.com/a/b/", "https://example.com/a/b;param", false},
+		{"https://example.com/a/*", "https://example.com/a/b;p;q", true},
+		{"https://example.com/a/*", "https://example.com/a/;p", false},
+		{"https://example.com/a/***", "https://example.com/a/;p", true},
+		{"http://example.com/a/b", "http://example.com/a/b;p?q#f", true},
+		{"ftp://example.com/a/b", "ftp://example.com/a/b;type=i", true},
+		// Only the last segment's parameters: the others are part of it.
+		{"https://example.com/a/b", "https://example.com/a;x/b", false},
+		{"https://example.com/a;x/b", "https://example.com/a;x/b", true},
+		{"https://example.com/a;x/*", "https://example.com/a;x/b;y", true},
+		// A pattern's own parameters are dropped the same way.
+		{"https://example.com/a/b;x", "https://example.com/a/b", true},
+		{"http*://example.com/a/b;x", "http://example.com/a/b;y", true},
+		{"https://example.com/a/***;x", "https://example.com/a/b/c", true},
+		// urlparse keeps them for file:// (not a scheme with parameters).
+		{"file:///a/b", "file:///a/b;x", false},
+		{"file:///a/b;x", "file:///a/b;x", true},
 	}},
 }
 
