@@ -778,6 +778,24 @@ func (s *S3) Open(ctx context.Context, digest string) (Blob, error) {
 	}
 }
 
+// OpenSource implements SourceStore: the blob's bytes as the bucket holds
+// them, streamed past the local tier (which neither serves nor keeps them),
+// so that verify hashes what every replica would download.
+func (s *S3) OpenSource(ctx context.Context, digest string) (io.ReadCloser, error) {
+	if !validDigest(digest) {
+		return nil, fmt.Errorf("blob %q: not a sha256 digest: %w", digest, ErrNotFound)
+	}
+	if err := s.failFast(); err != nil {
+		return nil, err
+	}
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.opts.Bucket, Key: aws.String(s.blobKey(digest))})
+	if err != nil {
+		return nil, fmt.Errorf("blob %s: %w", digest, s.classify(ctx, err))
+	}
+	s.classify(ctx, nil)
+	return out.Body, nil
+}
+
 func (s *S3) download(ctx context.Context, digest string) error {
 	if err := s.failFast(); err != nil {
 		return err

@@ -320,6 +320,47 @@ func TestS3DetectsBlobChangedInBucket(t *testing.T) {
 	}
 }
 
+// Verify hashes the bucket's bytes, not the local tier's copy: one byte
+// changed in the bucket is found by the very replica that committed the blob
+// (whose local copy is still good), and repair removes it from the bucket.
+func TestS3VerifyHashesTheBucket(t *testing.T) {
+	g := startGateway(t)
+	bucket := g.Bucket()
+	a := g.Open(t, bucket, "p", cache.S3Options{})
+	ctx := context.Background()
+	body := []byte("original bytes")
+	d := commit(t, a, body)
+	if err := a.PutEntry(ctx, &cache.Entry{Key: "k", Digest: d, Size: int64(len(body)), Status: 200}); err != nil {
+		t.Fatal(err)
+	}
+	if problems, err := cache.Verify(ctx, a, false); err != nil || len(problems) != 0 {
+		t.Fatalf("Verify before the change = %v, %v; want no problem", problems, err)
+	}
+	p := filepath.Join(g.dir, bucket, "p", "blobs", "sha256", d)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 1
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := cache.Verify(ctx, a, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, pr := range problems {
+		found = found || (pr.Digest == d && strings.Contains(pr.What, "do not match"))
+	}
+	if !found {
+		t.Fatalf("Verify after one byte changed in the bucket = %v; want %s's bytes reported", problems, d)
+	}
+	if _, err := g.client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String("p/blobs/sha256/" + d)}); err == nil {
+		t.Error("repair left the changed blob in the bucket")
+	}
+}
+
 // The server checks an upload against the sha256 it is signed with, so a
 // staged file changed before Commit never lands under the wrong digest.
 func TestS3CommitRefusesChangedStagedFile(t *testing.T) {

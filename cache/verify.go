@@ -100,8 +100,22 @@ func Verify(ctx context.Context, st Store, repair bool) ([]Problem, error) {
 	return problems, nil
 }
 
+// SourceStore is implemented by stores that keep a copy of their blobs in
+// front of where the bytes really live (the S3 store's local tier before its
+// bucket). Verify hashes the source: a blob changed in the bucket must be
+// found even when this replica's local copy is still good.
+type SourceStore interface {
+	OpenSource(ctx context.Context, digest string) (io.ReadCloser, error)
+}
+
 func hashBlob(ctx context.Context, st Store, digest string) error {
-	b, err := st.Open(ctx, digest)
+	var b io.ReadCloser
+	var err error
+	if src, ok := st.(SourceStore); ok {
+		b, err = src.OpenSource(ctx, digest)
+	} else {
+		b, err = st.Open(ctx, digest)
+	}
 	if err != nil {
 		if errors.Is(err, ErrDigestMismatch) {
 			return errors.New("bytes do not match the digest")
