@@ -26,8 +26,22 @@ const (
 	kFloat
 )
 
+// Command is a set of the commands that read configuration keys. Every key
+// is serve's, and check-config checks what serve would, so both take every
+// key; a key also used by sync or verify says so with alsoFor.
+type Command uint8
+
+// The commands besides serve that take keys of the table.
+const (
+	Sync Command = 1 << iota
+	Verify
+	// Serve stands for serve and check-config: every key.
+	Serve Command = 1 << 7
+)
+
 // key is one setting: its flag name (also its YAML key), environment variable,
-// help text, and where it lives in Config.
+// help text, where it lives in Config, and the commands besides serve that
+// use it.
 type key struct {
 	name   string
 	kind   kind
@@ -35,6 +49,21 @@ type key struct {
 	secret bool
 	get    func(*Config) string
 	set    func(*Config, string) error
+	also   Command
+}
+
+// alsoFor returns k used by the commands cmds as well as by serve (and
+// check-config), so that their --help, environment and YAML file take it.
+func (k key) alsoFor(cmds ...Command) key {
+	for _, c := range cmds {
+		k.also |= c
+	}
+	return k
+}
+
+// usedBy reports whether command cmd takes k.
+func (k key) usedBy(cmd Command) bool {
+	return cmd == Serve || k.also&cmd != 0
 }
 
 func str(p func(*Config) *string) (func(*Config) string, func(*Config, string) error) {
@@ -128,13 +157,13 @@ var keys = []key{
 	}),
 	mk("data", kString, "data directory (blobs and index)", func() (func(*Config) string, func(*Config, string) error) {
 		return str(func(c *Config) *string { return &c.Data })
-	}),
+	}).alsoFor(Sync, Verify),
 	mk("refpack-upstream", kList, "RefPack registry base URL, in order of preference (repeatable)", func() (func(*Config) string, func(*Config, string) error) {
 		return list(func(c *Config) *[]string { return &c.RefPackUpstreams })
-	}),
+	}).alsoFor(Sync),
 	mk("hydrilla-upstream", kList, "Hydrilla repository base URL, path prefix kept (repeatable)", func() (func(*Config) string, func(*Config, string) error) {
 		return list(func(c *Config) *[]string { return &c.HydrillaUpstreams })
-	}),
+	}).alsoFor(Sync),
 	mk("offline", kBool, "never contact an upstream; misses are 503", func() (func(*Config) string, func(*Config, string) error) {
 		return boolean(func(c *Config) *bool { return &c.Offline })
 	}),
@@ -164,13 +193,13 @@ var keys = []key{
 	}),
 	mk("upstream-connect-timeout", kDuration, "upstream TCP/TLS connect timeout", func() (func(*Config) string, func(*Config, string) error) {
 		return duration(func(c *Config) *time.Duration { return &c.UpstreamConnectTimeout })
-	}),
+	}).alsoFor(Sync),
 	mk("upstream-header-timeout", kDuration, "time an upstream has to send response headers", func() (func(*Config) string, func(*Config, string) error) {
 		return duration(func(c *Config) *time.Duration { return &c.UpstreamHeaderTimeout })
-	}),
+	}).alsoFor(Sync),
 	mk("upstream-timeout", kDuration, "time a whole upstream fetch (body included) may take", func() (func(*Config) string, func(*Config, string) error) {
 		return duration(func(c *Config) *time.Duration { return &c.UpstreamTimeout })
-	}),
+	}).alsoFor(Sync),
 	mk("max-fails", kInt, "consecutive failures before an upstream is skipped", func() (func(*Config) string, func(*Config, string) error) {
 		return integer(func(c *Config) *int { return &c.MaxFails })
 	}),
@@ -179,7 +208,7 @@ var keys = []key{
 	}),
 	mk("upstream-ca", kString, "PEM file of extra CA certificates for upstream TLS", func() (func(*Config) string, func(*Config, string) error) {
 		return str(func(c *Config) *string { return &c.UpstreamCA })
-	}),
+	}).alsoFor(Sync),
 	mk("tls-cert", kString, "PEM certificate file: serve HTTPS", func() (func(*Config) string, func(*Config, string) error) {
 		return str(func(c *Config) *string { return &c.TLSCert })
 	}),
@@ -188,40 +217,40 @@ var keys = []key{
 	}),
 	mk("log-format", kString, "text or json", func() (func(*Config) string, func(*Config, string) error) {
 		return str(func(c *Config) *string { return &c.LogFormat })
-	}),
+	}).alsoFor(Sync, Verify),
 	mk("log-level", kString, "debug, info, warn or error", func() (func(*Config) string, func(*Config, string) error) {
 		return str(func(c *Config) *string { return &c.LogLevel })
-	}),
+	}).alsoFor(Sync, Verify),
 	mk("max-upload-size", kSize, "largest push body accepted", func() (func(*Config) string, func(*Config, string) error) {
 		return size(func(c *Config) *int64 { return &c.MaxUploadSize })
 	}),
 	mk("max-body-size", kSize, "largest upstream body stored", func() (func(*Config) string, func(*Config, string) error) {
 		return size(func(c *Config) *int64 { return &c.MaxBodySize })
-	}),
+	}).alsoFor(Sync),
 	mk("zip-max-entries", kInt, "most entries a package zip may have", func() (func(*Config) string, func(*Config, string) error) {
 		return integer(func(c *Config) *int { return &c.ZipMaxEntries })
-	}),
+	}).alsoFor(Sync),
 	mk("zip-max-uncompressed", kSize, "most bytes a package zip may expand to", func() (func(*Config) string, func(*Config, string) error) {
 		return size(func(c *Config) *int64 { return &c.ZipMaxUncompressed })
-	}),
+	}).alsoFor(Sync),
 	mk("zip-max-ratio", kFloat, "highest compression ratio of a zip entry (zip-bomb guard)", func() (func(*Config) string, func(*Config, string) error) {
 		return float(func(c *Config) *float64 { return &c.ZipMaxRatio })
-	}),
+	}).alsoFor(Sync),
 	mk("blob-store", kString, "s3://BUCKET[/PREFIX] to share blobs between replicas (default: the local disk)", func() (func(*Config) string, func(*Config, string) error) {
 		return str(func(c *Config) *string { return &c.BlobStore })
-	}),
+	}).alsoFor(Sync, Verify),
 	mk("s3-endpoint", kString, "S3-compatible endpoint URL", func() (func(*Config) string, func(*Config, string) error) {
 		return str(func(c *Config) *string { return &c.S3Endpoint })
-	}),
+	}).alsoFor(Sync, Verify),
 	mk("s3-region", kString, "S3 region", func() (func(*Config) string, func(*Config, string) error) {
 		return str(func(c *Config) *string { return &c.S3Region })
-	}),
+	}).alsoFor(Sync, Verify),
 	mk("s3-path-style", kBool, "use path-style S3 addressing", func() (func(*Config) string, func(*Config, string) error) {
 		return boolean(func(c *Config) *bool { return &c.S3PathStyle })
-	}),
+	}).alsoFor(Sync, Verify),
 	mk("s3-lease-ttl", kDuration, "lifetime of a fill lease in the bucket, renewed while the fill runs", func() (func(*Config) string, func(*Config, string) error) {
 		return duration(func(c *Config) *time.Duration { return &c.S3LeaseTTL })
-	}),
+	}).alsoFor(Sync),
 }
 
 // EnvName is the environment variable of a key: REGMIRROR_ and the key in
@@ -239,8 +268,21 @@ func lookup(name string) (key, bool) {
 	return key{}, false
 }
 
-// Flags returns the cli flags for the named keys (all keys when names is empty),
-// plus --config. Values from the YAML file are applied by Before.
+// FlagsFor returns the cli flags of the keys command cmd uses, plus
+// --config: each command's --help lists only its own flags.
+func FlagsFor(cmd Command) []cli.Flag {
+	var names []string
+	for _, k := range keys {
+		if k.usedBy(cmd) {
+			names = append(names, k.name)
+		}
+	}
+	return Flags(names...)
+}
+
+// Flags returns the cli flags for the named keys (all keys, serve's, when
+// names is empty), plus --config. Values from the YAML file are applied by
+// Before.
 func Flags(names ...string) []cli.Flag {
 	def := Default()
 	flags := []cli.Flag{&cli.StringFlag{Name: "config", Usage: "YAML config file (keys are the flag names)", EnvVars: []string{"REGMIRROR_CONFIG"}}}
@@ -271,7 +313,8 @@ func Flags(names ...string) []cli.Flag {
 }
 
 // Before loads the YAML file named by --config into the flags that were not set
-// on the command line or in the environment, refusing keys it does not know.
+// on the command line or in the environment, refusing keys it does not know
+// and skipping those of other commands.
 func Before(flags []cli.Flag) cli.BeforeFunc {
 	return altsrc.InitInputSourceWithContext(flags, func(c *cli.Context) (altsrc.InputSourceContext, error) {
 		m, err := readFile(c.String("config"), flags)
@@ -304,8 +347,13 @@ func readFile(path string, flags []cli.Flag) (map[any]any, error) {
 	var unknown []string
 	for name, v := range raw {
 		k, ok := lookup(name)
-		if !ok || !known[name] {
+		if !ok {
 			unknown = append(unknown, name)
+			continue
+		}
+		if !known[name] {
+			// One file serves every command: a key of another command
+			// (listen, read by sync) is not this command's business.
 			continue
 		}
 		switch k.kind {

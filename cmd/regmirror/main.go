@@ -21,7 +21,7 @@ func main() {
 func newApp() *cli.App {
 	serveFlags := config.Flags()
 	syncFl := syncFlags()
-	verifyFl := append(config.Flags(), &cli.BoolFlag{Name: "repair", Usage: "drop entries whose blob is missing or corrupt, and unnamed blobs"})
+	verifyFl := append(config.FlagsFor(config.Verify), &cli.BoolFlag{Name: "repair", Usage: "drop entries whose blob is missing or corrupt, and unnamed blobs"})
 	return &cli.App{
 		Name:                 "regmirror",
 		Usage:                "a caching mirror of RefPack registries and Hydrilla repositories",

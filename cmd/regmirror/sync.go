@@ -21,7 +21,7 @@ import (
 )
 
 func syncFlags() []cli.Flag {
-	return append(config.Flags(),
+	return append(config.FlagsFor(config.Sync),
 		&cli.BoolFlag{Name: "all-versions", Usage: "RefPack: fetch every version, archived ones included (default: the latest)"},
 		&cli.StringSliceFlag{Name: "package", Usage: "RefPack: only this package id (repeatable)"},
 		&cli.StringSliceFlag{Name: "owner", Usage: "RefPack: only packages of this owner (repeatable)"},
