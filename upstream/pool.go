@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
@@ -36,6 +37,9 @@ type Options struct {
 	// Observe, when set, is told of every upstream request and its result:
 	// "ok", "not_found", "error", "timeout".
 	Observe func(u *Upstream, result string, d time.Duration)
+	// Logger gets one WARN line per failed upstream request, and one line
+	// when an upstream becomes skipped or comes back (nil: slog.Default()).
+	Logger *slog.Logger
 }
 
 // Upstream is one base URL and its health.
@@ -47,6 +51,7 @@ type Upstream struct {
 	fails     int
 	skipUntil time.Time
 	lastErr   string
+	lastCause string // lastErr without the upstream's name: what a skip reports
 	lastErrAt time.Time
 	latency   time.Duration
 }
@@ -70,28 +75,71 @@ func (u *Upstream) Health() Health {
 		LastError: u.lastErr, LastErrAt: u.lastErrAt, Latency: u.latency}
 }
 
-func (u *Upstream) skipped(now time.Time) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return now.Before(u.skipUntil)
-}
-
-func (u *Upstream) record(err error, d time.Duration, opts *Options) {
+// record notes a request's result; it returns whether u just became skipped
+// or just came back from failing, for the log.
+func (u *Upstream) record(err error, d time.Duration, opts *Options) (nowSkipped, back bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.latency = d
 	if err == nil {
+		back = u.fails >= opts.MaxFails && opts.MaxFails > 0
 		u.fails = 0
 		u.skipUntil = time.Time{}
-		return
+		return false, back
 	}
 	u.fails++
 	u.lastErr = err.Error()
+	u.lastCause = causeOf(err)
 	u.lastErrAt = time.Now()
 	if opts.MaxFails > 0 && u.fails >= opts.MaxFails {
+		nowSkipped = !u.skipUntil.After(u.lastErrAt)
 		u.skipUntil = time.Now().Add(opts.FailTimeout)
 	}
+	return nowSkipped, false
 }
+
+// skipError is the error of a request that found u skipped, or nil when it
+// is not.
+func (u *Upstream) skipError(now time.Time) *SkippedError {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !now.Before(u.skipUntil) {
+		return nil
+	}
+	return &SkippedError{Upstream: u.Base, For: u.skipUntil.Sub(now), Fails: u.fails, Last: u.lastCause}
+}
+
+// causeOf is an upstream error without the upstream's name (the skip message
+// names it once).
+func causeOf(err error) string {
+	var ue *Error
+	if errors.As(err, &ue) {
+		if ue.Status != 0 {
+			return fmt.Sprintf("answered %d", ue.Status)
+		}
+		if ue.Err != nil {
+			return ue.Err.Error()
+		}
+	}
+	return err.Error()
+}
+
+// SkippedError is a request that found every upstream it could ask skipped
+// after repeated failures. It names the last failure, and Is ErrNoUpstream.
+type SkippedError struct {
+	Upstream string        // the upstream back soonest
+	For      time.Duration // until it is tried again
+	Fails    int           // failures in a row
+	Last     string        // its last failure
+}
+
+func (e *SkippedError) Error() string {
+	secs := int64((e.For + time.Second - 1) / time.Second)
+	return fmt.Sprintf("upstream %s skipped for %d s after %d failures: %s", e.Upstream, secs, e.Fails, e.Last)
+}
+
+// Is makes a SkippedError an ErrNoUpstream.
+func (e *SkippedError) Is(target error) bool { return target == ErrNoUpstream }
 
 // Pool is the ordered list of upstreams of one API.
 type Pool struct {
@@ -138,8 +186,9 @@ func (p *Pool) Offline() bool { return p.opts.Offline }
 
 // NotFoundError is every upstream answering 404; it carries the last answer.
 type NotFoundError struct {
-	Header http.Header
-	Body   []byte
+	Header   http.Header
+	Body     []byte
+	Upstream string // the base URL of the last upstream asked
 }
 
 func (e *NotFoundError) Error() string { return "not found upstream" }
@@ -189,8 +238,12 @@ func (p *Pool) Get(ctx context.Context, pathQuery string, hdr http.Header) (*Res
 	var nf *NotFoundError
 	now := time.Now()
 	tried := 0
+	var skipped *SkippedError
 	for _, u := range p.ups {
-		if u.skipped(now) {
+		if se := u.skipError(now); se != nil {
+			if skipped == nil || se.For < skipped.For {
+				skipped = se
+			}
 			continue
 		}
 		tried++
@@ -205,12 +258,15 @@ func (p *Pool) Get(ctx context.Context, pathQuery string, hdr http.Header) (*Res
 		if resp.StatusCode == http.StatusNotFound {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, maxNotFoundBody))
 			resp.Body.Close()
-			nf = &NotFoundError{Header: resp.Header, Body: body}
+			nf = &NotFoundError{Header: resp.Header, Body: body, Upstream: u.Base}
 			continue
 		}
 		return resp, nil
 	}
 	if tried == 0 {
+		if skipped != nil {
+			return nil, skipped
+		}
 		return nil, ErrNoUpstream
 	}
 	if lastErr != nil {
@@ -225,8 +281,8 @@ func (p *Pool) GetFrom(ctx context.Context, u *Upstream, pathQuery string, hdr h
 	if p.opts.Offline {
 		return nil, ErrOffline
 	}
-	if u.skipped(time.Now()) {
-		return nil, ErrNoUpstream
+	if se := u.skipError(time.Now()); se != nil {
+		return nil, se
 	}
 	resp, err := p.do(ctx, u, http.MethodGet, pathQuery, hdr, nil)
 	if err != nil {
@@ -235,7 +291,7 @@ func (p *Pool) GetFrom(ctx context.Context, u *Upstream, pathQuery string, hdr h
 	if resp.StatusCode == http.StatusNotFound {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxNotFoundBody))
 		resp.Body.Close()
-		return nil, &NotFoundError{Header: resp.Header, Body: body}
+		return nil, &NotFoundError{Header: resp.Header, Body: body, Upstream: u.Base}
 	}
 	return resp, nil
 }
@@ -247,10 +303,18 @@ func (p *Pool) Send(ctx context.Context, method, pathQuery string, hdr http.Head
 		return nil, ErrOffline
 	}
 	now := time.Now()
+	var skipped *SkippedError
 	for _, u := range p.ups {
-		if !u.skipped(now) {
+		se := u.skipError(now)
+		if se == nil {
 			return p.do(ctx, u, method, pathQuery, hdr, body)
 		}
+		if skipped == nil || se.For < skipped.For {
+			skipped = se
+		}
+	}
+	if skipped != nil {
+		return nil, skipped
 	}
 	return nil, ErrNoUpstream
 }
@@ -284,7 +348,7 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 			return nil, &Error{Upstream: u.Base, Err: err}
 		}
 		ue := &Error{Upstream: u.Base, Timeout: timeout, Err: err}
-		u.record(ue, d, &p.opts)
+		p.failed(u, method, pathQuery, ue, d)
 		p.observe(u, map[bool]string{true: "timeout", false: "error"}[timeout], d)
 		return nil, ue
 	}
@@ -292,11 +356,13 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
 		ue := &Error{Upstream: u.Base, Status: resp.StatusCode, RetryAfter: ParseRetryAfter(resp.Header.Get("Retry-After"))}
-		u.record(ue, d, &p.opts)
+		p.failed(u, method, pathQuery, ue, d)
 		p.observe(u, "error", d)
 		return nil, ue
 	}
-	u.record(nil, d, &p.opts)
+	if _, back := u.record(nil, d, &p.opts); back {
+		p.logger().Info("upstream is answering again", "api", p.API, "upstream", u.Base)
+	}
 	if resp.StatusCode == http.StatusNotFound {
 		p.observe(u, "not_found", d)
 	} else {
@@ -308,8 +374,29 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 // Fail records a failure that showed only after the answer began (a body cut
 // short, bytes that failed verification) against u.
 func (p *Pool) Fail(u *Upstream, err error) {
-	u.record(err, 0, &p.opts)
+	p.failed(u, "", "", err, 0)
 	p.observe(u, "error", 0)
+}
+
+// failed records a failed request against u and logs it: one WARN line per
+// failure, and one more when u becomes skipped.
+func (p *Pool) failed(u *Upstream, method, pathQuery string, err error, d time.Duration) {
+	nowSkipped, _ := u.record(err, d, &p.opts)
+	log := p.logger()
+	route, _, _ := strings.Cut(pathQuery, "?")
+	log.Warn("upstream request failed", "api", p.API, "upstream", u.Base, "method", method, "route", route, "err", causeOf(err))
+	if nowSkipped {
+		h := u.Health()
+		log.Warn("upstream skipped", "api", p.API, "upstream", u.Base, "fails", h.Fails,
+			"for", p.opts.FailTimeout.String(), "err", causeOf(err))
+	}
+}
+
+func (p *Pool) logger() *slog.Logger {
+	if p.opts.Logger != nil {
+		return p.opts.Logger
+	}
+	return slog.Default()
 }
 
 func (p *Pool) observe(u *Upstream, result string, d time.Duration) {
