@@ -57,6 +57,9 @@ type Answer struct {
 	Relay   *Relayed
 	// Upstream is the base URL of the upstream asked, when one was.
 	Upstream string
+	// ContentType, when set, replaces the stored Content-Type: an entry
+	// answering a route other than its own keeps that route's media type.
+	ContentType string
 }
 
 // Relayed is an upstream answer passed on without being stored.

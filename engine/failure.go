@@ -21,6 +21,9 @@ type Failure struct {
 	Outcome    Outcome
 	// Upstream is the upstream that failed, when one did (for the access line).
 	Upstream string
+	// Unknown is an error of the mirror's own (the store's), for the caller
+	// to log: its message does not go to the client.
+	Unknown bool
 }
 
 // FailureOf maps err to its answer. Errors the mirror does not know (the
@@ -61,5 +64,5 @@ func FailureOf(err error) Failure {
 			Upstream: ue.Upstream}
 	}
 	return Failure{Status: 502, Title: "Bad Gateway", Message: "the mirror could not obtain this answer",
-		Outcome: FailedOutcome("error")}
+		Outcome: FailedOutcome("error"), Unknown: true}
 }

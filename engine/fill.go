@@ -190,7 +190,7 @@ func (f *UpstreamFill) fill(ctx context.Context, t *Target, old *cache.Hot) (*An
 		return &Answer{Outcome: MissBecause(fmt.Sprintf("fwd=uri-miss; fwd-status=%d", resp.StatusCode)), Upstream: base,
 			Relay: &Relayed{Status: resp.StatusCode, Header: keepHeaders(resp.Header, t.Keep), Body: body}}, nil
 	}
-	body := &readTracker{r: resp.Body}
+	body := &ReadTracker{R: resp.Body}
 	st, err := f.Cache.Stage(body, f.MaxBodySize, t.Want)
 	if err != nil {
 		switch {
@@ -199,7 +199,7 @@ func (f *UpstreamFill) fill(ctx context.Context, t *Target, old *cache.Hot) (*An
 			return nil, &VerifyError{err}
 		case errors.Is(err, cache.ErrTooLarge):
 			return nil, &upstream.Error{Upstream: base, Err: err}
-		case ctx.Err() != nil || body.err != nil:
+		case ctx.Err() != nil || body.Err != nil:
 			t.Pool.Fail(resp.Upstream, err)
 			return nil, &upstream.Error{Upstream: base, Timeout: errors.Is(ctx.Err(), context.DeadlineExceeded), Err: err}
 		default:
@@ -323,22 +323,24 @@ func (f *UpstreamFill) storeNotFound(ctx context.Context, t *Target, nf *upstrea
 	return &Answer{Hot: hot, Outcome: MissBecause("fwd=uri-miss; fwd-status=404; stored"), Upstream: nf.Upstream}, nil
 }
 
-// readTracker remembers a read error so a body cut short by the upstream is
-// told apart from a failed write of the staged file.
-type readTracker struct {
-	r   io.Reader
-	err error
+// ReadTracker remembers a read error so a body cut short by its sender (an
+// upstream, a client's upload) is told apart from a failed write of the
+// staged file.
+type ReadTracker struct {
+	R   io.Reader
+	Err error // the first read error other than io.EOF
 }
 
-func (t *readTracker) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if err != nil && err != io.EOF {
-		t.err = err
+// Read reads from R and remembers an error.
+func (t *ReadTracker) Read(p []byte) (int, error) {
+	n, err := t.R.Read(p)
+	if err != nil && err != io.EOF && t.Err == nil {
+		t.Err = err
 	}
 	return n, err
 }
 
-// KeepHeaders copies the headers named in keep (Content-Type when nil).
+// keepHeaders copies the headers named in keep (Content-Type when nil).
 func keepHeaders(from http.Header, keep []string) http.Header {
 	if keep == nil {
 		keep = defaultKeep

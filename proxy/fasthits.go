@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/fastlane"
 )
 
@@ -96,7 +97,7 @@ func (f *fastHits) Answer(w *bufio.Writer, target []byte) bool {
 		return false
 	}
 	start := time.Now()
-	if !hot.Entry.Fresh(start, f.s.cfg.MetadataMaxAge, f.s.cfg.NegativeMaxAge) {
+	if !f.s.eng.Policy().Fresh(hot.Entry) {
 		return false
 	}
 	b := w.AvailableBuffer()
@@ -117,10 +118,10 @@ func (f *fastHits) Answer(w *bufio.Writer, target []byte) bool {
 	m.requests.Inc()
 	m.duration.Observe(d.Seconds())
 	f.s.metrics.FastLane.Inc()
-	f.s.noteRequest(string(Hit))
+	f.s.noteRequest(string(engine.Hit))
 	if id != "" {
 		f.s.logRequest(context.Background(), &accessLine{id: id, method: http.MethodGet, path: m.path, status: http.StatusOK,
-			bytes: int64(len(hot.Body)), duration: d, cache: string(Hit), upstream: m.upstream})
+			bytes: int64(len(hot.Body)), duration: d, cache: string(engine.Hit), upstream: m.upstream})
 	}
 	return true
 }
@@ -158,8 +159,8 @@ func (f *fastHits) remember(w http.ResponseWriter, r *http.Request, hot *cache.H
 	}
 	api, route := classify(r.URL.Path)
 	m := &hitMemo{key: hot.Entry.Key, hot: weak.Make(hot), head: head, path: r.URL.Path, upstream: rec.upstream,
-		requests: f.s.metrics.Requests.WithLabelValues(api, route, "200", string(Hit)),
-		duration: f.s.metrics.RequestDuration.WithLabelValues(api, string(Hit))}
+		requests: f.s.metrics.Requests.WithLabelValues(api, route, "200", string(engine.Hit)),
+		duration: f.s.metrics.RequestDuration.WithLabelValues(api, string(engine.Hit))}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.memos[r.RequestURI]; !ok && len(f.memos) >= maxHitMemos {

@@ -8,24 +8,16 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
-	"time"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/catalogue"
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/hydrilla"
 	"github.com/regmirror/regmirror/pattern"
 	"github.com/regmirror/regmirror/upstream"
 )
-
-// Hydrilla cache keys.
-const (
-	hyItemPrefix = "hy/item/"
-	hyFilePrefix = "hy/file/"
-	hySyncPrefix = "hy/sync/"
-)
-
-func hyItemKey(ref hydrilla.ItemRef) string { return hyItemPrefix + ref.String() }
-func hyFileKey(hex string) string           { return hyFilePrefix + hex }
 
 // maxItemBytes bounds item JSON read into memory to check it.
 const maxItemBytes = 16 << 20
@@ -64,12 +56,20 @@ func badRequest(w http.ResponseWriter, msg string) {
 	writeError(w, http.StatusBadRequest, "Bad Request", msg)
 }
 
+// notFound answers what the upstream would answer 404 (an unknown route, an
+// identifier no Hydrilla repository can hold) without asking it: the
+// upstream is the judge of its own API, and this is its judgement
+// (design.md, Errors).
+func notFound(w http.ResponseWriter, msg string) {
+	writeError(w, http.StatusNotFound, "Not Found", msg)
+}
+
 // hyItem answers /<type>/<id>.json (mutable, newest version), its ?ver= form,
 // and /<type>/<id>/<ver> (immutable, identity checked).
 func (s *Server) hyItem(w http.ResponseWriter, r *http.Request, typ, rest string) {
 	if id, ok := strings.CutSuffix(rest, ".json"); ok && !strings.Contains(id, "/") {
 		if !hydrilla.ValidID(id) {
-			badRequest(w, "an item identifier matches ^[-0-9a-z.]+$")
+			notFound(w, "no "+typ+" "+strconv.Quote(id)+": an item identifier matches ^[-0-9a-z.]+$")
 			return
 		}
 		if ver := r.URL.Query().Get("ver"); ver != "" {
@@ -81,47 +81,16 @@ func (s *Server) hyItem(w http.ResponseWriter, r *http.Request, typ, rest string
 			s.serveExact(w, r, s.hyItemTarget(hydrilla.ItemRef{Type: typ, Identifier: id, Version: v}, false))
 			return
 		}
-		t := &target{
-			api: "hydrilla", route: typ, key: "hy/latest/" + typ + "/" + id, class: cache.Mutable,
-			pool: s.hydrilla, path: "/" + typ + "/" + id + ".json",
-			verify: func(st body) (json.RawMessage, error) {
-				body, err := readStaged(st)
-				if err != nil {
-					return nil, err
-				}
-				it, err := hydrilla.ParseItem(body)
-				if err != nil {
-					return nil, err
-				}
-				if it.Identifier != id || it.Type != typ {
-					return nil, fmt.Errorf("%w: %s/%s.json holds %s %q", hydrilla.ErrItemMismatch, typ, id, it.Type, it.Identifier)
-				}
-				return itemMetaOf(it), nil
-			},
-			stored: s.alsoStoreVersioned,
-		}
-		a, err := s.resolve(r.Context(), t)
-		if err != nil {
-			// Upstreams down and this answer never stored: the newest version the
-			// mirror holds is the answer it can give.
-			if key := s.hy.newest(typ, id); key != "" {
-				if hot, lerr := s.cache.Lookup(r.Context(), key); lerr == nil {
-					a, err = s.stale(hot, "upstream error; newest held version"), nil
-				}
-			}
-		}
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		if err := s.respond(w, r, a); err != nil {
-			s.serve(w, r, t)
-		}
+		s.hyLatest(w, r, typ, id)
 		return
 	}
 	id, ver, ok := strings.Cut(rest, "/")
-	if !ok || !hydrilla.ValidID(id) || strings.Contains(ver, "/") {
-		badRequest(w, "item routes are /"+typ+"/<identifier>.json and /"+typ+"/<identifier>/<version>")
+	if !ok || strings.Contains(ver, "/") {
+		notFound(w, "item routes are /"+typ+"/<identifier>.json and /"+typ+"/<identifier>/<version>")
+		return
+	}
+	if !hydrilla.ValidID(id) {
+		notFound(w, "no "+typ+" "+strconv.Quote(id)+": an item identifier matches ^[-0-9a-z.]+$")
 		return
 	}
 	v, err := hydrilla.ParseVersion(ver)
@@ -132,14 +101,55 @@ func (s *Server) hyItem(w http.ResponseWriter, r *http.Request, typ, rest string
 	s.serveExact(w, r, s.hyItemTarget(hydrilla.ItemRef{Type: typ, Identifier: id, Version: v}, false))
 }
 
+// hyLatest answers /<type>/<id>.json: the upstream's newest version (mutable),
+// else, with the upstreams down and this answer never stored, the newest
+// version the mirror holds — as JSON, as the upstream answers this route.
+func (s *Server) hyLatest(w http.ResponseWriter, r *http.Request, typ, id string) {
+	t := &engine.Target{
+		API: "hydrilla", Route: typ, Key: engine.HydrillaLatest(typ, id), Class: cache.Mutable,
+		Pool: s.hydrilla, Path: "/" + typ + "/" + id + ".json",
+		Verify: func(st engine.Body) (json.RawMessage, error) {
+			body, err := readStaged(st)
+			if err != nil {
+				return nil, err
+			}
+			it, err := hydrilla.ParseItem(body)
+			if err != nil {
+				return nil, err
+			}
+			if it.Identifier != id || it.Type != typ {
+				return nil, fmt.Errorf("%w: %s/%s.json holds %s %q", hydrilla.ErrItemMismatch, typ, id, it.Type, it.Identifier)
+			}
+			return catalogue.MetaOf(it), nil
+		},
+		Stored: s.alsoStoreVersioned,
+	}
+	a, err := s.eng.Resolve(r.Context(), t)
+	if err != nil {
+		if key := s.hy.Newest(typ, id); key != "" {
+			if hot, lerr := s.cache.Lookup(r.Context(), key); lerr == nil {
+				a, err = s.eng.Stale(hot, "upstream error; newest held version"), nil
+				a.ContentType = "application/json"
+			}
+		}
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.respond(w, r, a); err != nil {
+		s.serve(w, r, t)
+	}
+}
+
 // hyItemTarget is one item version: immutable, stored only when the upstream's
 // bytes carry that identifier and version.
-func (s *Server) hyItemTarget(ref hydrilla.ItemRef, pin bool) *target {
+func (s *Server) hyItemTarget(ref hydrilla.ItemRef, pin bool) *engine.Target {
 	ref.Version = ref.Version.Normalize()
-	return &target{
-		api: "hydrilla", route: ref.Type, key: hyItemKey(ref), class: cache.Immutable,
-		pool: s.hydrilla, path: "/" + ref.String(), pin: pin,
-		verify: func(st body) (json.RawMessage, error) {
+	return &engine.Target{
+		API: "hydrilla", Route: ref.Type, Key: engine.HydrillaItem(ref), Class: cache.Immutable,
+		Pool: s.hydrilla, Path: "/" + ref.String(), Pin: pin,
+		Verify: func(st engine.Body) (json.RawMessage, error) {
 			body, err := readStaged(st)
 			if err != nil {
 				return nil, err
@@ -148,13 +158,13 @@ func (s *Server) hyItemTarget(ref hydrilla.ItemRef, pin bool) *target {
 			if err != nil {
 				return nil, err
 			}
-			return itemMetaOf(it), nil
+			return catalogue.MetaOf(it), nil
 		},
-		stored: s.noteItem,
+		Stored: s.hy.Note,
 	}
 }
 
-func readStaged(st body) ([]byte, error) {
+func readStaged(st engine.Body) ([]byte, error) {
 	if st.Len() > maxItemBytes {
 		return nil, fmt.Errorf("item JSON of %d bytes is larger than %d", st.Len(), maxItemBytes)
 	}
@@ -165,12 +175,12 @@ func readStaged(st body) ([]byte, error) {
 // versioned key as well: the same checked bytes, so /list_all and /query can
 // count it and /<type>/<id>/<ver> needs no second fetch.
 func (s *Server) alsoStoreVersioned(e *cache.Entry) {
-	m, ok := parseItemMeta(e.Meta)
+	m, ok := catalogue.ParseMeta(e.Meta)
 	if !ok {
 		return
 	}
 	ref := hydrilla.ItemRef{Type: m.Type, Identifier: m.Identifier, Version: m.Version}
-	key := hyItemKey(ref)
+	key := string(engine.HydrillaItem(ref))
 	ctx := context.Background()
 	if _, err := s.cache.Store().Entry(ctx, key); err == nil {
 		return
@@ -181,7 +191,7 @@ func (s *Server) alsoStoreVersioned(e *cache.Entry) {
 		s.log.Warn("store versioned item", "key", key, "err", err)
 		return
 	}
-	s.noteItem(&ve)
+	s.hy.Note(&ve)
 }
 
 // hyFile answers /file/sha256/<hex>: verified against <hex> while it streams
@@ -194,11 +204,11 @@ func (s *Server) hyFile(w http.ResponseWriter, r *http.Request, hex string) {
 	s.serveExact(w, r, s.hyFileTarget(hex, false))
 }
 
-func (s *Server) hyFileTarget(hex string, pin bool) *target {
-	return &target{
-		api: "hydrilla", route: "file", key: hyFileKey(hex), class: cache.Immutable,
-		pool: s.hydrilla, path: "/file/sha256/" + hex, want: hex, pin: pin,
-		keep: []string{"Content-Type", "Content-Disposition"},
+func (s *Server) hyFileTarget(hex string, pin bool) *engine.Target {
+	return &engine.Target{
+		API: "hydrilla", Route: "file", Key: engine.HydrillaFile(hex), Class: cache.Immutable,
+		Pool: s.hydrilla, Path: "/file/sha256/" + hex, Want: hex, Pin: pin,
+		Keep: []string{"Content-Type", "Content-Disposition"},
 	}
 }
 
@@ -212,27 +222,27 @@ func (s *Server) hySource(w http.ResponseWriter, r *http.Request, rest string) {
 		name, ext = n, "zip"
 	}
 	if ext == "" || !hydrilla.ValidID(name) {
-		badRequest(w, "source routes are /source/<name>.json and /source/<name>.zip")
+		notFound(w, "source routes are /source/<name>.json and /source/<name>.zip")
 		return
 	}
-	desc := &target{api: "hydrilla", route: "source", key: "hy/source/" + name + ".json", class: cache.Mutable,
-		pool: s.hydrilla, path: "/source/" + name + ".json"}
+	desc := &engine.Target{API: "hydrilla", Route: "source", Key: engine.HydrillaSource(name), Class: cache.Mutable,
+		Pool: s.hydrilla, Path: "/source/" + name + ".json"}
 	if ext == "json" {
 		s.serve(w, r, desc)
 		return
 	}
-	a, err := s.resolve(r.Context(), desc)
+	a, err := s.eng.Resolve(r.Context(), desc)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if a.relay != nil || a.hot.Entry.Status != http.StatusOK {
+	if a.Relay != nil || a.Hot.Entry.Status != http.StatusOK {
 		s.respond(w, r, a)
 		return
 	}
-	body := a.hot.Body
+	body := a.Hot.Body
 	if body == nil {
-		if body, err = s.cache.ReadAll(r.Context(), a.hot.Entry); err != nil {
+		if body, err = s.cache.ReadAll(r.Context(), a.Hot.Entry); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -245,13 +255,13 @@ func (s *Server) hySource(w http.ResponseWriter, r *http.Request, rest string) {
 		} `json:"source_archives"`
 	}
 	if json.Unmarshal(body, &d) != nil || !hydrilla.ValidHex(d.Archives.Zip.SHA256) {
-		s.fail(w, r, &verifyError{fmt.Errorf("source %s: description names no zip sha256", name)})
+		s.fail(w, r, &engine.VerifyError{Err: fmt.Errorf("source %s: description names no zip sha256", name)})
 		return
 	}
 	sha := d.Archives.Zip.SHA256
-	s.serveAtLeast(w, r, &target{api: "hydrilla", route: "source", key: "hy/source-zip/" + name + "/" + sha,
-		class: cache.Immutable, pool: s.hydrilla, path: "/source/" + name + ".zip", want: sha,
-		keep: []string{"Content-Type", "Content-Disposition"}}, a.state)
+	s.serveAtLeast(w, r, &engine.Target{API: "hydrilla", Route: "source", Key: engine.HydrillaSourceZip(name, sha),
+		Class: cache.Immutable, Pool: s.hydrilla, Path: "/source/" + name + ".zip", Want: sha,
+		Keep: []string{"Content-Type", "Content-Disposition"}}, a.Outcome)
 }
 
 // hyLegacy passes the pre-1.0 routes through as mutable answers.
@@ -274,7 +284,7 @@ func (s *Server) hyLegacy(w http.ResponseWriter, r *http.Request, path string) {
 	if r.URL.RawQuery != "" {
 		p += "?" + q.Encode()
 	}
-	s.serve(w, r, &target{api: "hydrilla", route: "legacy", key: "hy/legacy" + p, class: cache.Mutable, pool: s.hydrilla, path: p})
+	s.serve(w, r, &engine.Target{API: "hydrilla", Route: "legacy", Key: engine.HydrillaLegacy(p), Class: cache.Mutable, Pool: s.hydrilla, Path: p})
 }
 
 // hyQuery answers /query?url=: from the pattern index when every upstream is
@@ -300,51 +310,69 @@ func (s *Server) hyQuery(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "url cannot be parsed: "+err.Error())
 		return
 	}
-	if s.hy.synced(s.hydrilla.Upstreams(), s.syncFreshFor()) || s.hydrilla.Offline() {
-		state, status := Hit, "hit; detail=\"pattern index\""
-		if s.hydrilla.Offline() {
-			state, status = Stale, "hit; detail=\"stale-if-error: offline, pattern index\""
-			s.metrics.StaleServed.Inc()
+	if s.hydrilla.Offline() {
+		if s.hy.Size() == 0 {
+			s.fail(w, r, upstream.ErrOffline)
+			return
 		}
-		s.writeJSON(w, r, state, status, hydrilla.QueryAnswer(s.hy.query(u)))
+		s.writeJSON(w, r, s.eng.Derived("offline, pattern index"), hydrilla.QueryAnswer(s.hy.Query(u)))
+		return
+	}
+	if s.hy.Synced(s.hydrilla.Upstreams(), s.eng.Policy(), s.cfg.SyncInterval) {
+		s.writeJSON(w, r, engine.HitBecause("pattern index"), hydrilla.QueryAnswer(s.hy.Query(u)))
 		return
 	}
 	ups := s.hydrilla.Upstreams()
 	type part struct {
-		a    *answer
+		a    *engine.Answer
 		body []byte
 	}
 	var parts []part
+	var lastErr error
+	var stale *engine.Answer // a stored answer, stale, of the one upstream
 	for _, up := range ups {
-		a, err := s.resolve(r.Context(), &target{
-			api: "hydrilla", route: "query", key: "hy/query/" + up.Base + "?" + raw, class: cache.Mutable,
-			pool: s.hydrilla, from: up, path: "/query?url=" + url.QueryEscape(raw),
+		a, err := s.eng.Resolve(r.Context(), &engine.Target{
+			API: "hydrilla", Route: "query", Key: engine.HydrillaQuery(up.Base, raw), Class: cache.Mutable,
+			Pool: s.hydrilla, From: up, Path: "/query?url=" + url.QueryEscape(raw),
 		})
-		if err != nil || a.relay != nil || a.hot.Entry.Status != http.StatusOK || a.state == Stale {
-			if len(ups) == 1 && a != nil && a.relay != nil && a.relay.status < 500 {
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if a.Relay != nil || a.Hot.Entry.Status != http.StatusOK || a.Outcome.State == engine.Stale {
+			if len(ups) == 1 && a.Relay != nil && a.Relay.Status < 500 {
 				s.respond(w, r, a) // the upstream's own answer to a query it refuses
 				return
 			}
+			if a.Outcome.State == engine.Stale && a.Relay == nil && a.Hot.Entry.Status == http.StatusOK && len(ups) == 1 {
+				stale = a
+			}
 			continue
 		}
-		body := a.hot.Body
+		body := a.Hot.Body
 		if body == nil {
-			if body, err = s.cache.ReadAll(r.Context(), a.hot.Entry); err != nil {
+			if body, err = s.cache.ReadAll(r.Context(), a.Hot.Entry); err != nil {
 				continue
 			}
 		}
 		parts = append(parts, part{a, body})
 	}
 	switch {
+	case len(parts) == 0 && s.hy.Size() == 0 && stale != nil:
+		// Nothing to derive an answer from: the upstream's own, stored.
+		s.respond(w, r, stale)
+	case len(parts) == 0 && s.hy.Size() == 0 && lastErr != nil:
+		// Never an empty answer made from nothing (design.md, honest answers).
+		s.fail(w, r, lastErr)
 	case len(parts) == 0:
-		s.metrics.StaleServed.Inc()
-		s.writeJSON(w, r, Stale, "hit; detail=\"stale-if-error: upstreams failed, pattern index\"", hydrilla.QueryAnswer(s.hy.query(u)))
+		s.writeJSON(w, r, s.eng.Derived("upstreams failed, pattern index"), hydrilla.QueryAnswer(s.hy.Query(u)))
 	case len(ups) == 1:
 		s.respond(w, r, parts[0].a)
 	default:
 		var merged []hydrilla.QueryMapping
 		seen := map[string]bool{}
-		state := Hit
+		out := engine.MissBecause(`fwd=uri-miss; detail="merged from upstreams"`)
+		allHits := true
 		for _, p := range parts {
 			var qa struct {
 				Mappings []hydrilla.QueryMapping `json:"mappings"`
@@ -358,65 +386,87 @@ func (s *Server) hyQuery(w http.ResponseWriter, r *http.Request) {
 					merged = append(merged, m)
 				}
 			}
-			if p.a.state == Miss {
-				state = Miss
-			}
+			allHits = allHits && p.a.Outcome.State == engine.Hit
 		}
-		if len(parts) < len(ups) {
-			state = Stale
-			s.metrics.StaleServed.Inc()
+		switch {
+		case len(parts) < len(ups):
+			out = s.eng.Derived("an upstream failed, merged from the others")
+		case allHits:
+			out = engine.HitBecause("merged from stored answers")
 		}
-		s.writeJSON(w, r, state, "fwd=uri-miss; detail=\"merged from upstreams\"", hydrilla.QueryAnswer(merged))
+		s.writeJSON(w, r, out, hydrilla.QueryAnswer(merged))
 	}
 }
 
 // hyListAll answers /list_all with the item versions the mirror can serve now:
-// an answering upstream's own list, else the item versions held from it; with
-// several upstreams, one merged api_package_list-2 list.
+// an answering upstream's own list; for a failing one, its stored list when
+// every item version it names is held, else the item versions held from it;
+// with several upstreams, one merged api_package_list-2 list. Holding nothing
+// of an upstream that fails, it answers the failure, never an empty list.
 func (s *Server) hyListAll(w http.ResponseWriter, r *http.Request) {
 	ups := s.hydrilla.Upstreams()
 	var lists []*hydrilla.List
-	state := Hit
+	fresh, failed, answered := 0, 0, 0
+	var lastErr error
 	for _, up := range ups {
-		a, err := s.resolve(r.Context(), s.hyListTarget(up))
+		a, err := s.eng.Resolve(r.Context(), s.hyListTarget(up))
 		var nf *upstream.NotFoundError
-		live := err == nil && a.relay == nil && a.hot.Entry.Status == http.StatusOK && a.state != Stale
-		if live && len(ups) == 1 {
-			s.respond(w, r, a)
-			return
-		}
-		if live {
-			body := a.hot.Body
+		if err == nil && a.Relay == nil && a.Hot.Entry.Status == http.StatusOK {
+			body := a.Hot.Body
 			if body == nil {
-				body, err = s.cache.ReadAll(r.Context(), a.hot.Entry)
+				body, err = s.cache.ReadAll(r.Context(), a.Hot.Entry)
 			}
-			if l, perr := hydrilla.ParseList(body); err == nil && perr == nil {
-				lists = append(lists, l)
-				if a.state == Miss {
-					state = Miss
+			l, perr := hydrilla.ParseList(body)
+			if err == nil && perr == nil {
+				live := a.Outcome.State != engine.Stale
+				if live || s.hy.HoldsAll(l) {
+					if len(ups) == 1 {
+						s.respond(w, r, a)
+						return
+					}
+					lists = append(lists, l)
+					answered++
+					if live && a.Outcome.State == engine.Hit {
+						fresh++
+					} else if !live {
+						failed++
+					}
+					continue
 				}
-				continue
 			}
 		}
 		// An upstream without /list_all (1.x) is not a failure; one that fails is.
-		if !(errors.As(err, &nf) || (err == nil && a.hot != nil && a.hot.Entry.Status == http.StatusNotFound)) {
-			state = Stale
+		if errors.As(err, &nf) || (err == nil && a.Hot != nil && a.Hot.Entry.Status == http.StatusNotFound) {
+			fresh++
+			answered++
+		} else {
+			failed++
+			if err != nil {
+				lastErr = err
+			}
 		}
-		lists = append(lists, s.hy.heldList(up.Base))
+		lists = append(lists, s.hy.HeldList(up.Base))
 	}
-	status := "fwd=uri-miss; detail=\"merged list\""
-	if state == Stale {
-		s.metrics.StaleServed.Inc()
-		status = "hit; detail=\"stale-if-error: item versions held by the mirror\""
+	var out engine.Outcome
+	switch {
+	case answered == 0 && s.hy.Size() == 0 && lastErr != nil:
+		s.fail(w, r, lastErr)
+		return
+	case failed > 0:
+		out = s.eng.Derived("item versions held by the mirror")
+	case fresh == len(ups):
+		out = engine.HitBecause("merged list")
+	default:
+		out = engine.MissBecause(`fwd=uri-miss; detail="merged list"`)
 	}
-	s.writeJSON(w, r, state, status, hydrilla.MergeLists(lists...))
+	s.writeJSON(w, r, out, hydrilla.MergeLists(lists...))
 }
 
-func (s *Server) hyListTarget(up *upstream.Upstream) *target {
-	return &target{
-		api: "hydrilla", route: "list_all", key: "hy/list_all/" + up.Base, class: cache.Mutable,
-		pool: s.hydrilla, from: up, path: "/list_all",
-		verify: func(st body) (json.RawMessage, error) {
+func (s *Server) hyListTarget(up *upstream.Upstream) *engine.Target {
+	return &engine.Target{
+		API: "hydrilla", Route: "list_all", Key: engine.HydrillaListAll(up.Base), Class: cache.Mutable,
+		Pool: s.hydrilla, From: up, Path: "/list_all",
+		Verify: func(st engine.Body) (json.RawMessage, error) {
 			b, err := io.ReadAll(st.Reader())
 			if err != nil {
 				return nil, err
@@ -425,27 +475,4 @@ func (s *Server) hyListTarget(up *upstream.Upstream) *target {
 			return nil, err
 		},
 	}
-}
-
-// writeJSON writes a JSON document the mirror made itself.
-func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, state State, status string, body []byte) {
-	h := w.Header()
-	if h.Get("Content-Type") == "" {
-		h.Set("Content-Type", "application/json")
-	}
-	setCacheHeaders(h, &answer{state: state, status: status})
-	h.Set("Content-Length", fmt.Sprint(len(body)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		w.Write(body)
-	}
-}
-
-// syncFreshFor is how long a completed sync lets /query answer from the index
-// alone.
-func (s *Server) syncFreshFor() time.Duration {
-	if d := 2 * s.cfg.SyncInterval; d > s.cfg.MetadataMaxAge {
-		return d
-	}
-	return s.cfg.MetadataMaxAge
 }

@@ -11,24 +11,12 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/refpack"
 )
 
-// RefPack cache keys. Every key of one package shares the prefix of its
-// mutable entries so a write can invalidate them.
-func rpListKey(advanced bool, q url.Values) string {
-	if advanced {
-		return "rp/search?" + q.Encode()
-	}
-	return "rp/list?" + q.Encode()
-}
-func rpVersionsKey(id string) string              { return "rp/versions/" + id }
-func rpZipKey(id, v string) string                { return "rp/zip/" + id + "@" + v }
-func rpMetaKey(id, v string) string               { return "rp/meta/" + id + "@" + v }
-func rpDocKey(sub, id, v string) string           { return "rp/doc/" + sub + "/" + id + "@" + v }
 func rpUpstreamPath(id, sub, query string) string { return rpPath(id, sub) + query }
 
 // rpPath is the upstream path of a package route; the id goes encoded, the
@@ -90,35 +78,35 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 		}
 	}
 	if rt.Sub == refpack.SubVersions {
-		s.serveExact(w, r, &target{
-			api: "refpack", route: "versions", key: rpVersionsKey(rt.ID), class: cache.Mutable,
-			pool: s.refpack, path: rpPath(rt.ID, refpack.SubVersions),
+		s.serveExact(w, r, &engine.Target{
+			API: "refpack", Route: "versions", Key: engine.RefPackVersions(rt.ID), Class: cache.Mutable,
+			Pool: s.refpack, Path: rpPath(rt.ID, refpack.SubVersions),
 		})
 		return
 	}
-	floor := Hit
+	floor := engine.HitOutcome
 	explicit := version != ""
 	if !explicit {
-		v, st, ok := s.rpLatest(w, r, rt.ID)
+		v, out, ok := s.rpLatest(w, r, rt.ID)
 		if !ok {
 			return
 		}
-		version, floor = v, st
+		version, floor = v, out
 	}
 	switch rt.Sub {
 	case "":
 		if explicit {
-			s.fastHint(w, rpZipKey(rt.ID, version))
+			s.fastHint(w, string(engine.RefPackZip(rt.ID, version)))
 		}
-		if s.serveHeld(w, r, rpZipKey(rt.ID, version), floor) {
+		if s.serveHeld(w, r, engine.RefPackZip(rt.ID, version), floor) {
 			return
 		}
 		s.serveAtLeast(w, r, s.rpZipTarget(rt.ID, version, false), floor)
 	case refpack.SubMeta:
 		if explicit {
-			s.fastHint(w, rpMetaKey(rt.ID, version))
+			s.fastHint(w, string(engine.RefPackMeta(rt.ID, version)))
 		}
-		if s.serveHeld(w, r, rpMetaKey(rt.ID, version), floor) {
+		if s.serveHeld(w, r, engine.RefPackMeta(rt.ID, version), floor) {
 			return
 		}
 		s.serveAtLeast(w, r, s.rpMetaTarget(rt.ID, version, false), floor)
@@ -130,12 +118,13 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 // serveHeld answers from a held immutable entry without building the fetch
 // target a miss needs: the cached-hit hot path. It reports whether it answered.
 // Other entries (a not-found answer ages) are left to the fetch path.
-func (s *Server) serveHeld(w http.ResponseWriter, r *http.Request, key string, floor State) bool {
-	hot, err := s.cache.Lookup(r.Context(), key)
+func (s *Server) serveHeld(w http.ResponseWriter, r *http.Request, key engine.Key, floor engine.Outcome) bool {
+	hot, err := s.cache.Lookup(r.Context(), string(key))
 	if err != nil || hot.Entry.Class != cache.Immutable {
 		return false
 	}
-	return s.respond(w, r, (&answer{hot: hot, state: Hit, status: "hit"}).atLeast(floor)) == nil
+	a := &engine.Answer{Hot: hot, Outcome: engine.HitOutcome.AtLeast(floor), Upstream: hot.Entry.Upstream}
+	return s.respond(w, r, a) == nil
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) {
@@ -143,52 +132,21 @@ func methodNotAllowed(w http.ResponseWriter, allow string) {
 	writeError(w, http.StatusMethodNotAllowed, "Method not allowed", "this route answers "+allow)
 }
 
-// serveAtLeast serves t but reports at least the given state: an answer found
-// through a stale "latest" is stale even when the version itself is held.
-func (s *Server) serveAtLeast(w http.ResponseWriter, r *http.Request, t *target, floor State) {
-	if floor == Hit {
-		s.serve(w, r, t)
-		return
-	}
-	a, err := s.resolve(r.Context(), t)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	a = a.atLeast(floor)
-	if err := s.respond(w, r, a); err != nil {
-		s.serve(w, r, t)
-	}
-}
-
-func (a *answer) atLeast(floor State) *answer {
-	rank := map[State]int{Hit: 0, Miss: 1, Stale: 2}
-	if rank[floor] > rank[a.state] {
-		b := *a
-		b.state = floor
-		if floor == Stale {
-			b.status = "hit; detail=\"stale-if-error: latest version resolved from a stale list\""
-		}
-		return &b
-	}
-	return a
-}
-
 // rpZipTarget is the package zip at an explicit version: immutable, verified
 // (it opens, follows the layout rules, its manifest names this id and version).
-func (s *Server) rpZipTarget(id, version string, pin bool) *target {
-	return &target{
-		api: "refpack", route: "download", key: rpZipKey(id, version), class: cache.Immutable,
-		pool: s.refpack, path: rpUpstreamPath(id, "", versionQuery(version)), pin: pin,
-		keep: []string{"Content-Type", "Content-Disposition"},
-		verify: func(st body) (json.RawMessage, error) {
+func (s *Server) rpZipTarget(id, version string, pin bool) *engine.Target {
+	return &engine.Target{
+		API: "refpack", Route: "download", Key: engine.RefPackZip(id, version), Class: cache.Immutable,
+		Pool: s.refpack, Path: rpUpstreamPath(id, "", versionQuery(version)), Pin: pin,
+		Keep: []string{"Content-Type", "Content-Disposition"},
+		Verify: func(st engine.Body) (json.RawMessage, error) {
 			m, err := refpack.ValidateZip(st, st.Len(), s.limits)
 			if err != nil {
 				return nil, err
 			}
 			return nil, m.Matches(id, version)
 		},
-		fixHeader: func(h http.Header) {
+		FixHeader: func(h http.Header) {
 			// The RefWire CLI refuses a download whose type is not application/zip.
 			if !strings.Contains(h.Get("Content-Type"), "application/zip") {
 				h.Set("Content-Type", refpack.ContentTypeZip)
@@ -202,11 +160,11 @@ func (s *Server) rpZipTarget(id, version string, pin bool) *target {
 
 // rpMetaTarget is the registry's view of the manifest at an explicit version,
 // fetched once per version and kept (the registry rewrites the manifest's id).
-func (s *Server) rpMetaTarget(id, version string, pin bool) *target {
-	return &target{
-		api: "refpack", route: "meta", key: rpMetaKey(id, version), class: cache.Immutable,
-		pool: s.refpack, path: rpUpstreamPath(id, refpack.SubMeta, versionQuery(version)), pin: pin,
-		verify: func(st body) (json.RawMessage, error) {
+func (s *Server) rpMetaTarget(id, version string, pin bool) *engine.Target {
+	return &engine.Target{
+		API: "refpack", Route: "meta", Key: engine.RefPackMeta(id, version), Class: cache.Immutable,
+		Pool: s.refpack, Path: rpUpstreamPath(id, refpack.SubMeta, versionQuery(version)), Pin: pin,
+		Verify: func(st engine.Body) (json.RawMessage, error) {
 			var m map[string]any
 			if err := json.NewDecoder(st.Reader()).Decode(&m); err != nil {
 				return nil, fmt.Errorf("meta is not a JSON object: %w", err)
@@ -221,74 +179,75 @@ func (s *Server) rpMetaTarget(id, version string, pin bool) *target {
 
 // rpLatest resolves the latest version from the package's /versions (mutable
 // metadata). When it cannot, it has answered the request and ok is false.
-func (s *Server) rpLatest(w http.ResponseWriter, r *http.Request, id string) (version string, st State, ok bool) {
-	t := &target{api: "refpack", route: "versions", key: rpVersionsKey(id), class: cache.Mutable,
-		pool: s.refpack, path: rpPath(id, refpack.SubVersions)}
-	a, err := s.resolve(r.Context(), t)
+func (s *Server) rpLatest(w http.ResponseWriter, r *http.Request, id string) (version string, out engine.Outcome, ok bool) {
+	t := &engine.Target{API: "refpack", Route: "versions", Key: engine.RefPackVersions(id), Class: cache.Mutable,
+		Pool: s.refpack, Path: rpPath(id, refpack.SubVersions)}
+	a, err := s.eng.Resolve(r.Context(), t)
 	if err != nil {
 		s.fail(w, r, err)
-		return "", "", false
+		return "", out, false
 	}
 	notFound := func() {
-		setCacheHeaders(w.Header(), a)
+		noteUpstream(w, a.Upstream)
+		a.Outcome.SetHeaders(w.Header())
 		writeError(w, http.StatusNotFound, refpack.ErrTitlePackageNotFound, refpack.PackageNotFoundMessage(id, ""))
 	}
-	if a.relay != nil {
+	if a.Relay != nil {
 		s.respond(w, r, a)
-		return "", "", false
+		return "", out, false
 	}
-	if a.hot.Entry.Status == http.StatusNotFound {
+	if a.Hot.Entry.Status == http.StatusNotFound {
 		notFound()
-		return "", "", false
+		return "", out, false
 	}
-	body := a.hot.Body
+	body := a.Hot.Body
 	if body == nil {
-		if body, err = s.cache.ReadAll(r.Context(), a.hot.Entry); err != nil {
+		if body, err = s.cache.ReadAll(r.Context(), a.Hot.Entry); err != nil {
 			s.fail(w, r, err)
-			return "", "", false
+			return "", out, false
 		}
 	}
 	var vs struct {
 		Versions []refpack.VersionInfo `json:"versions"`
 	}
 	if err := json.Unmarshal(body, &vs); err != nil {
-		s.fail(w, r, &verifyError{fmt.Errorf("versions of %s: %w", id, err)})
-		return "", "", false
+		s.fail(w, r, &engine.VerifyError{Err: fmt.Errorf("versions of %s: %w", id, err)})
+		return "", out, false
 	}
 	v, found := refpack.Latest(vs.Versions)
 	if !found {
 		notFound()
-		return "", "", false
+		return "", out, false
 	}
-	return v, a.state, true
+	return v, a.Outcome, true
 }
 
 // rpDoc answers /data, /schema, /changelog or /readme at an explicit version:
 // from the held zip of that version when there is one, else that one document
 // is fetched (never the whole zip just for it) and kept as immutable.
-func (s *Server) rpDoc(w http.ResponseWriter, r *http.Request, id, version, sub string, floor State) {
+func (s *Server) rpDoc(w http.ResponseWriter, r *http.Request, id, version, sub string, floor engine.Outcome) {
 	ctx := r.Context()
-	key := rpDocKey(sub, id, version)
+	key := engine.RefPackDoc(sub, id, version)
 	if s.serveHeld(w, r, key, floor) {
 		return
 	}
-	v, err, _ := s.fills.Do(key, func() (any, error) { return s.docFromZip(context.WithoutCancel(ctx), id, version, sub) })
+	v, err := s.eng.Do(key, func() (any, error) { return s.docFromZip(context.WithoutCancel(ctx), id, version, sub) })
 	if h, _ := v.(*cache.Hot); err == nil && h != nil {
-		a := &answer{hot: h, state: Hit, status: "hit; detail=\"from the stored package zip\""}
-		if err := s.respond(w, r, a.atLeast(floor)); err == nil {
+		a := &engine.Answer{Hot: h, Outcome: engine.HitBecause("from the stored package zip").AtLeast(floor), Upstream: h.Entry.Upstream}
+		if err := s.respond(w, r, a); err == nil {
 			return
 		}
 	}
-	s.serveAtLeast(w, r, &target{
-		api: "refpack", route: sub, key: key, class: cache.Immutable, pool: s.refpack,
-		path: rpUpstreamPath(id, sub, versionQuery(version)),
+	s.serveAtLeast(w, r, &engine.Target{
+		API: "refpack", Route: sub, Key: key, Class: cache.Immutable, Pool: s.refpack,
+		Path: rpUpstreamPath(id, sub, versionQuery(version)),
 	}, floor)
 }
 
 // docFromZip stores the document sub of the held zip (id, version) under its
 // own key, or returns nil when the zip is not held.
 func (s *Server) docFromZip(ctx context.Context, id, version, sub string) (*cache.Hot, error) {
-	zh, err := s.cache.Lookup(ctx, rpZipKey(id, version))
+	zh, err := s.cache.Lookup(ctx, string(engine.RefPackZip(id, version)))
 	if err != nil || zh.Entry.Status != http.StatusOK {
 		return nil, nil
 	}
@@ -305,7 +264,7 @@ func (s *Server) docFromZip(ctx context.Context, id, version, sub string) (*cach
 	}
 	name := refpack.FileName(sub)
 	data, err := refpack.ReadZipFile(ra, zh.Entry.Size, name)
-	e := &cache.Entry{Key: rpDocKey(sub, id, version), Class: cache.Immutable, FetchedAt: time.Now(), Status: http.StatusOK,
+	e := &cache.Entry{Key: string(engine.RefPackDoc(sub, id, version)), Class: cache.Immutable, FetchedAt: s.eng.Policy().Now(), Status: http.StatusOK,
 		Header: http.Header{"Content-Type": {refpack.DocContentType(sub)}}}
 	if errors.Is(err, fs.ErrNotExist) {
 		e.Status = http.StatusNotFound
@@ -329,8 +288,8 @@ func (s *Server) rpList(w http.ResponseWriter, r *http.Request, advanced bool) {
 	if r.URL.RawQuery != "" {
 		p += "?" + r.URL.RawQuery
 	}
-	t := &target{api: "refpack", route: route, key: rpListKey(advanced, q), class: cache.Mutable, pool: s.refpack, path: p}
-	a, err := s.resolve(r.Context(), t)
+	t := &engine.Target{API: "refpack", Route: route, Key: engine.RefPackList(advanced, q), Class: cache.Mutable, Pool: s.refpack, Path: p}
+	a, err := s.eng.Resolve(r.Context(), t)
 	if err != nil {
 		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 			return

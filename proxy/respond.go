@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/regmirror/regmirror/cache"
-	"github.com/regmirror/regmirror/upstream"
+	"github.com/regmirror/regmirror/engine"
 )
 
 // errBodyGone means a stored entry's body vanished or failed its check between
@@ -19,13 +19,28 @@ import (
 var errBodyGone = errors.New("stored body is gone")
 
 // serve resolves t and writes the answer.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, t *target) {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, t *engine.Target) {
+	s.serveAtLeast(w, r, t, engine.HitOutcome)
+}
+
+// serveExact is serve for a target that is a function of the request alone:
+// its hits may be answered again on the fast lane.
+func (s *Server) serveExact(w http.ResponseWriter, r *http.Request, t *engine.Target) {
+	s.fastHint(w, string(t.Key))
+	s.serve(w, r, t)
+}
+
+// serveAtLeast serves t but reports at least the outcome floor: an answer
+// found through a stale (or just fetched) "latest" is reported as that, even
+// when the version itself is held.
+func (s *Server) serveAtLeast(w http.ResponseWriter, r *http.Request, t *engine.Target, floor engine.Outcome) {
 	for attempt := 0; ; attempt++ {
-		a, err := s.resolve(r.Context(), t)
+		a, err := s.eng.Resolve(r.Context(), t)
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
+		a.Outcome = a.Outcome.AtLeast(floor)
 		if err := s.respond(w, r, a); errors.Is(err, errBodyGone) && attempt == 0 {
 			continue
 		} else if err != nil {
@@ -35,36 +50,29 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, t *target) {
 	}
 }
 
-// serveExact is serve for a target that is a function of the request alone:
-// its hits may be answered again on the fast lane.
-func (s *Server) serveExact(w http.ResponseWriter, r *http.Request, t *target) {
-	s.fastHint(w, t.key)
-	s.serve(w, r, t)
-}
-
 // respond writes a resolved answer with the mirror's cache headers.
-func (s *Server) respond(w http.ResponseWriter, r *http.Request, a *answer) error {
-	if a.relay != nil {
-		return s.writeRaw(w, r, a, a.relay.status, a.relay.header, a.relay.body)
+func (s *Server) respond(w http.ResponseWriter, r *http.Request, a *engine.Answer) error {
+	noteUpstream(w, a.Upstream)
+	if a.Relay != nil {
+		return s.writeRaw(w, r, a.Outcome, a.Relay.Status, a.Relay.Header, a.Relay.Body)
 	}
-	e := a.hot.Entry
-	noteUpstream(w, e.Upstream)
+	e := a.Hot.Entry
 	if e.Status != http.StatusOK {
-		body := a.hot.Body
+		body := a.Hot.Body
 		if body == nil {
 			var err error
 			if body, err = s.cache.ReadAll(r.Context(), e); err != nil {
 				return errBodyGone
 			}
 		}
-		return s.writeRaw(w, r, a, e.Status, e.Header, body)
+		return s.writeRaw(w, r, a.Outcome, e.Status, e.Header, body)
 	}
-	if a.hot.Body != nil && plainGet(r) {
+	if a.Hot.Body != nil && plainGet(r) {
 		return s.writeHot(w, r, a)
 	}
 	var content io.ReadSeeker
-	if a.hot.Body != nil {
-		content = bytes.NewReader(a.hot.Body)
+	if a.Hot.Body != nil {
+		content = bytes.NewReader(a.Hot.Body)
 	} else {
 		b, err := s.cache.Open(r.Context(), e)
 		if err != nil {
@@ -84,31 +92,15 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, a *answer) erro
 	// The same prepared headers as the hot path; ServeContent then replaces
 	// Content-Length for a range and drops it for a 304.
 	h := w.Header()
-	for k, v := range a.hot.Prepared() {
+	for k, v := range a.Hot.Prepared() {
 		h[k] = v
 	}
-	setCacheHeaders(h, a)
+	if a.ContentType != "" {
+		h["Content-Type"] = []string{a.ContentType}
+	}
+	a.Outcome.SetHeaders(h)
 	http.ServeContent(w, r, "", time.Time{}, content)
 	return nil
-}
-
-// xCacheValues are shared, read-only header values: the hot path assigns
-// them instead of allocating.
-var xCacheValues = map[State][]string{Hit: {"HIT"}, Miss: {"MISS"}, Stale: {"STALE"}, Bypass: {"BYPASS"}}
-
-var plainHitStatus = []string{"regmirror; hit"}
-
-func setCacheHeaders(h http.Header, a *answer) {
-	if v, ok := xCacheValues[a.state]; ok {
-		h["X-Cache"] = v
-	} else {
-		h.Set("X-Cache", string(a.state))
-	}
-	if a.status == "hit" {
-		h["Cache-Status"] = plainHitStatus
-	} else {
-		h["Cache-Status"] = []string{"regmirror; " + a.status}
-	}
 }
 
 // plainGet reports whether r is a whole-body GET with no conditions, the one
@@ -127,32 +119,45 @@ func plainGet(r *http.Request) bool {
 
 // writeHot writes a body held in memory with headers prepared when it was
 // stored: the cached-hit hot path.
-func (s *Server) writeHot(w http.ResponseWriter, r *http.Request, a *answer) error {
+func (s *Server) writeHot(w http.ResponseWriter, r *http.Request, a *engine.Answer) error {
 	h := w.Header()
-	for k, v := range a.hot.Prepared() {
+	for k, v := range a.Hot.Prepared() {
 		h[k] = v
 	}
-	setCacheHeaders(h, a)
-	if s.fast != nil && a.state == Hit && a.status == "hit" {
-		s.fast.remember(w, r, a.hot, h)
+	if a.ContentType != "" {
+		h["Content-Type"] = []string{a.ContentType}
+	}
+	a.Outcome.SetHeaders(h)
+	if s.fast != nil && a.Outcome == engine.HitOutcome {
+		s.fast.remember(w, r, a.Hot, h)
 	}
 	w.WriteHeader(http.StatusOK)
-	w.Write(a.hot.Body)
+	w.Write(a.Hot.Body)
 	return nil
 }
 
-func (s *Server) writeRaw(w http.ResponseWriter, r *http.Request, a *answer, status int, hdr http.Header, body []byte) error {
+func (s *Server) writeRaw(w http.ResponseWriter, r *http.Request, o engine.Outcome, status int, hdr http.Header, body []byte) error {
 	h := w.Header()
 	for k, v := range hdr {
 		h[k] = v
 	}
-	setCacheHeaders(h, a)
+	o.SetHeaders(h)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		w.Write(body)
 	}
 	return nil
+}
+
+// writeJSON writes a 200 JSON document the mirror made itself (a list or a
+// query answer derived from what it holds).
+func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, o engine.Outcome, body []byte) {
+	h := w.Header()
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", "application/json")
+	}
+	s.writeRaw(w, r, o, http.StatusOK, nil, body)
 }
 
 // errorBody is the error shape of both APIs: {"error": ..., "message": ...}.
@@ -175,34 +180,23 @@ func writeError(w http.ResponseWriter, status int, title, message string) {
 	w.Write(body)
 }
 
-// fail maps an error of resolving an answer to its status, in one place.
+// fail answers a request the mirror could not obtain: status, message and
+// cache headers from engine.FailureOf, the one mapping of errors to answers.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	var ue *upstream.Error
-	switch {
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client hung up; there is nobody to answer.
 		return
-	case errors.Is(err, upstream.ErrOffline):
-		w.Header().Set("Retry-After", "60")
-		w.Header().Set("X-Cache", string(Miss))
-		writeError(w, http.StatusServiceUnavailable, "Service Unavailable", "the mirror is offline and does not hold this answer")
-	case errors.Is(err, upstream.ErrNoUpstream):
-		w.Header().Set("Retry-After", strconv.Itoa(int(s.cfg.FailTimeout.Seconds())+1))
-		w.Header().Set("X-Cache", string(Miss))
-		writeError(w, http.StatusBadGateway, "Bad Gateway", "every upstream is failing and the mirror does not hold this answer")
-	case isVerify(err):
-		w.Header().Set("X-Cache", string(Miss))
-		writeError(w, http.StatusBadGateway, "Bad Gateway", "the upstream's answer failed verification: "+errors.Unwrap(err).Error())
-	case errors.As(err, &ue) && ue.Timeout, errors.Is(err, context.DeadlineExceeded):
-		w.Header().Set("X-Cache", string(Miss))
-		writeError(w, http.StatusGatewayTimeout, "Gateway Timeout", "the upstream did not answer in time")
-	case errors.As(err, &ue):
-		w.Header().Set("X-Cache", string(Miss))
-		writeError(w, http.StatusBadGateway, "Bad Gateway", ue.Error())
-	default:
+	}
+	f := engine.FailureOf(err)
+	if f.Unknown {
 		s.log.Error("request failed", "path", r.URL.Path, "err", err)
 		s.noteError(r.Method + " " + r.URL.Path + ": " + err.Error())
-		w.Header().Set("X-Cache", string(Miss))
-		writeError(w, http.StatusBadGateway, "Bad Gateway", "the mirror could not obtain this answer")
 	}
+	noteUpstream(w, f.Upstream)
+	h := w.Header()
+	if f.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((f.RetryAfter+time.Second-1)/time.Second)))
+	}
+	f.Outcome.SetHeaders(h)
+	writeError(w, f.Status, f.Title, f.Message)
 }

@@ -151,8 +151,7 @@ func (s *Server) rpListLocal(w http.ResponseWriter, r *http.Request, advanced bo
 		s.fail(w, r, err)
 		return
 	}
-	s.metrics.StaleServed.Inc()
 	h := w.Header()
 	h.Set("Content-Type", refpack.ContentTypeJSON)
-	s.writeJSON(w, r, Stale, `hit; detail="stale-if-error: list made by the mirror from the packages it holds"`, body)
+	s.writeJSON(w, r, s.eng.Derived("list made by the mirror from the packages it holds"), body)
 }

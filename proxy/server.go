@@ -14,10 +14,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/catalogue"
 	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/refpack"
 	"github.com/regmirror/regmirror/upstream"
 )
@@ -36,6 +37,9 @@ type Options struct {
 	Fleet *cache.S3
 	// AccessLog, when set, writes the access lines (else they go through Logger).
 	AccessLog *AccessLog
+	// Clock, when set, is the freshness policy's time source (tests move it
+	// instead of sleeping past max-age).
+	Clock func() time.Time
 }
 
 // maxConcurrentUploads bounds pushes spooled at once (each up to max-upload-size).
@@ -56,16 +60,13 @@ type Server struct {
 	access   *AccessLog
 	accessOn bool // the logger's level lets access lines (info) through
 
-	fills singleflight.Group
-	mux   *http.ServeMux
-	hy    *catalogue
-	ready atomic.Bool
-	stat  statusState // what the status page shows beyond the metrics
-	// writeGen counts successful writes; a fill that saw it change stores its
-	// (possibly pre-write) answer already stale.
-	writeGen atomic.Uint64
-	uploads  chan struct{} // a slot per push being spooled and checked
-	fast     *fastHits     // what the fast lane answers; nil without it (Serve)
+	eng     *engine.Engine
+	mux     *http.ServeMux
+	hy      *catalogue.Catalogue
+	ready   atomic.Bool
+	stat    statusState   // what the status page shows beyond the metrics
+	uploads chan struct{} // a slot per push being spooled and checked
+	fast    *fastHits     // what the fast lane answers; nil without it (Serve)
 }
 
 // New builds a Server.
@@ -99,7 +100,16 @@ func New(o Options) *Server {
 	if o.Config.FastLane {
 		s.fast = newFastHits(s)
 	}
-	s.hy = newCatalogue(func(n int) { s.metrics.PatternIndex.Set(float64(n)) })
+	s.hy = catalogue.New(func(n int) { s.metrics.PatternIndex.Set(float64(n)) })
+	s.eng = engine.New(engine.Options{
+		Cache: o.Cache,
+		Policy: &engine.Policy{MetadataMaxAge: o.Config.MetadataMaxAge, NegativeMaxAge: o.Config.NegativeMaxAge,
+			StaleIfError: o.Config.StaleIfError, Clock: o.Clock},
+		Fleet: o.Fleet, UpstreamTimeout: o.Config.UpstreamTimeout, MaxBodySize: o.Config.MaxBodySize,
+		Counters: engine.Counters{StaleServed: s.metrics.StaleServed, VerifyFailures: s.metrics.VerifyFailures,
+			Coalesced: s.metrics.Coalesced, StoreErrors: s.metrics.StoreErrors},
+		Logger: o.Logger, NoteError: s.noteError,
+	})
 	return s
 }
 
@@ -110,14 +120,14 @@ func (s *Server) Load(ctx context.Context) error {
 	// Loading a large catalogue allocates much and keeps most of it: collecting
 	// less often meanwhile shortens the time to ready by a good part.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	if err := s.hy.load(ctx, s.cache.Store()); err != nil {
+	if err := s.hy.Load(ctx, s.cache.Store()); err != nil {
 		return fmt.Errorf("load hydrilla catalogue: %w", err)
 	}
 	s.ready.Store(true)
 	// The size accounting waited (Options.DeferAccounting) so the catalogue had
 	// both cores; it is not needed to answer requests.
 	s.cache.StartAccounting()
-	go s.hy.run(ctx)
+	go s.hy.Run(ctx)
 	if s.fleet != nil {
 		go s.refreshCatalogueEvery(ctx, fleetCatalogueRefresh)
 	}
@@ -144,7 +154,7 @@ func (s *Server) refreshCatalogueEvery(ctx context.Context, every time.Duration)
 		for _, u := range s.hydrilla.Upstreams() {
 			bases = append(bases, u.Base)
 		}
-		if err := s.hy.refreshFromStore(ctx, s.cache.Store(), bases); err != nil && ctx.Err() == nil {
+		if err := s.hy.RefreshFromStore(ctx, s.cache.Store(), bases); err != nil && ctx.Err() == nil {
 			s.log.Warn("refresh the Hydrilla catalogue from the shared bucket", "err", err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/cache/storetest"
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/hydrilla"
 	"github.com/regmirror/regmirror/proxy"
@@ -203,7 +204,7 @@ func TestStartupReadsMetaAsEncodingJSONDoes(t *testing.T) {
 		`{"Type":"resource","Identifier":"folded","long_name":"Folded","version":[8],"revision":1}`,
 	}
 	dir := t.TempDir()
-	d, digest := proxy.OpenStoreWithBlob(t, dir)
+	d, digest := storetest.OpenDiskWithBlob(t, dir)
 	type itemMeta struct {
 		Type       string           `json:"type"`
 		Identifier string           `json:"identifier"`

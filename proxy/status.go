@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/upstream"
 )
 
@@ -92,11 +93,11 @@ type trafficCounts struct {
 func (c *trafficCounts) add(xcache string, n int64) {
 	c.requests += n
 	switch xcache {
-	case string(Hit):
+	case string(engine.Hit):
 		c.hit += n
-	case string(Miss):
+	case string(engine.Miss):
 		c.miss += n
-	case string(Stale):
+	case string(engine.Stale):
 		c.stale += n
 	case "BYPASS":
 		c.bypass += n
@@ -355,14 +356,13 @@ func (s *Server) statusReport() *statusReport {
 			r.BlobStore.URL += " at " + redactURL(s.cfg.S3Endpoint)
 		}
 	}
-	r.PatternIndex = indexStatus{Patterns: s.hy.index.Load().Len(), ItemVersions: s.hy.size()}
+	r.PatternIndex = indexStatus{Patterns: s.hy.Patterns(), ItemVersions: s.hy.Size()}
 
-	s.hy.mu.Lock()
-	lastOK := make(map[string]time.Time, len(s.hy.syncs))
-	for k, v := range s.hy.syncs {
+	held := s.hy.Syncs()
+	lastOK := make(map[string]time.Time, len(held))
+	for k, v := range held {
 		lastOK["hydrilla "+k] = v
 	}
-	s.hy.mu.Unlock()
 	seen := map[string]bool{}
 	for _, p := range pools {
 		for _, u := range p.Upstreams() {

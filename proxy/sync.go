@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/catalogue"
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/hydrilla"
 	"github.com/regmirror/regmirror/upstream"
 )
@@ -47,16 +49,16 @@ type SyncResult struct {
 
 // tally counts one object's outcome: failed, already held, or fetched (as an
 // item, or as a file/document when secondary). Callers serialise calls.
-func (r *SyncResult) tally(what string, a *answer, err error, secondary bool) {
+func (r *SyncResult) tally(what string, a *engine.Answer, err error, secondary bool) {
 	switch {
 	case err != nil:
 		r.Failed = append(r.Failed, fmt.Sprintf("%s: %v", what, err))
-	case a.relay != nil || a.hot.Entry.Status != http.StatusOK || a.state == Stale:
+	case a.Relay != nil || a.Hot.Entry.Status != http.StatusOK || a.Outcome.State == engine.Stale:
 		r.Failed = append(r.Failed, fmt.Sprintf("%s: %s", what, describe(a)))
-	case a.state == Hit:
+	case a.Outcome.State == engine.Hit:
 		r.Held++
 	default:
-		r.Bytes += a.hot.Entry.Size
+		r.Bytes += a.Hot.Entry.Size
 		if secondary {
 			r.Files++
 		} else {
@@ -75,7 +77,7 @@ func (s *Server) SyncHydrilla(ctx context.Context, o SyncOptions) []*SyncResult 
 	for _, up := range s.hydrilla.Upstreams() {
 		out = append(out, s.syncHydrillaOne(ctx, up, o))
 	}
-	s.hy.rebuild()
+	s.hy.Rebuild()
 	return out
 }
 
@@ -83,16 +85,16 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 	res := &SyncResult{API: "hydrilla", Upstream: up.Base, Started: time.Now()}
 	defer func() { res.Ended = time.Now() }()
 	lt := s.hyListTarget(up)
-	lt.refresh = true
+	lt.Refresh = true
 	a, err := s.fetchWithRetry(ctx, lt)
-	if err == nil && (a.relay != nil || a.hot.Entry.Status != http.StatusOK || a.state == Stale) {
+	if err == nil && (a.Relay != nil || a.Hot.Entry.Status != http.StatusOK || a.Outcome.State == engine.Stale) {
 		err = fmt.Errorf("/list_all: %s", describe(a))
 	}
 	if err != nil {
 		res.Err = fmt.Errorf("read /list_all of %s: %w", up.Base, err)
 		return res
 	}
-	body, err := s.cache.ReadAll(ctx, a.hot.Entry)
+	body, err := s.cache.ReadAll(ctx, a.Hot.Entry)
 	if err != nil {
 		res.Err = err
 		return res
@@ -115,7 +117,7 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 			o.Progress(SyncProgress{API: "hydrilla", Upstream: up.Base, Done: d, Total: t, What: what})
 		}
 	}
-	record := func(kind, what string, a *answer, err error) {
+	record := func(kind, what string, a *engine.Answer, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		res.tally(what, a, err, kind != "item")
@@ -125,14 +127,14 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 	s.parallel(ctx, o.Jobs, len(refs), func(i int) {
 		ref := refs[i]
 		t := s.hyItemTarget(ref, true)
-		t.from = up
+		t.From = up
 		a, err := s.fetchWithRetry(ctx, t)
 		record("item", ref.String(), a, err)
 		progress(ref.String())
-		if err != nil || a.hot == nil {
+		if err != nil || a.Hot == nil {
 			return
 		}
-		if m, ok := parseItemMeta(a.hot.Entry.Meta); ok {
+		if m, ok := catalogue.ParseMeta(a.Hot.Entry.Meta); ok {
 			mu.Lock()
 			for _, f := range m.Files {
 				if !files[f] {
@@ -146,7 +148,7 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 	})
 	s.parallel(ctx, o.Jobs, len(fileList), func(i int) {
 		t := s.hyFileTarget(fileList[i], true)
-		t.from = up
+		t.From = up
 		a, err := s.fetchWithRetry(ctx, t)
 		record("file", "file/sha256/"+fileList[i], a, err)
 		progress("file/sha256/" + fileList[i])
@@ -156,34 +158,34 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 		return res
 	}
 	if res.OK() {
-		s.markSynced(ctx, "hydrilla", up.Base, hySyncPrefix+up.Base)
-		s.hy.markSynced(up.Base, time.Now())
+		s.markSynced(ctx, "hydrilla", up.Base, string(engine.HydrillaSync(up.Base)))
+		s.hy.MarkSynced(up.Base, time.Now())
 	}
 	return res
 }
 
 // fetchWithRetry resolves t and pins what it holds; it backs off and retries
 // when the upstream says 429 or 503 (honouring Retry-After) or is marked down.
-func (s *Server) fetchWithRetry(ctx context.Context, t *target) (*answer, error) {
-	var a *answer
+func (s *Server) fetchWithRetry(ctx context.Context, t *engine.Target) (*engine.Answer, error) {
+	var a *engine.Answer
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		a, err = s.resolve(ctx, t)
+		a, err = s.eng.Resolve(ctx, t)
 		var wait time.Duration
 		var ue *upstream.Error
 		switch {
-		case err == nil && a.relay != nil && a.relay.status == http.StatusTooManyRequests:
-			wait = upstream.ParseRetryAfter(a.relay.header.Get("Retry-After"))
+		case err == nil && a.Relay != nil && a.Relay.Status == http.StatusTooManyRequests:
+			wait = upstream.ParseRetryAfter(a.Relay.Header.Get("Retry-After"))
 		case errors.As(err, &ue) && (ue.Status == http.StatusServiceUnavailable || ue.Status == http.StatusTooManyRequests):
 			wait = ue.RetryAfter
 		case errors.Is(err, upstream.ErrNoUpstream):
 			wait = s.cfg.FailTimeout / 4
 		default:
-			if err == nil && t.pin && a.hot != nil && !a.hot.Entry.Pinned && a.hot.Entry.Status == http.StatusOK {
-				e := *a.hot.Entry
+			if err == nil && t.Pin && a.Hot != nil && !a.Hot.Entry.Pinned && a.Hot.Entry.Status == http.StatusOK {
+				e := *a.Hot.Entry
 				e.Pinned = true
 				if h, perr := s.cache.Put(ctx, &e, nil); perr == nil {
-					a.hot = h
+					a.Hot = h
 				}
 			}
 			return a, err
@@ -201,14 +203,14 @@ func (s *Server) fetchWithRetry(ctx context.Context, t *target) (*answer, error)
 	return a, err
 }
 
-func describe(a *answer) string {
+func describe(a *engine.Answer) string {
 	switch {
-	case a.relay != nil:
-		return fmt.Sprintf("upstream answered %d", a.relay.status)
-	case a.state == Stale:
+	case a.Relay != nil:
+		return fmt.Sprintf("upstream answered %d", a.Relay.Status)
+	case a.Outcome.State == engine.Stale:
 		return "upstream failed (only a stale copy is held)"
 	default:
-		return fmt.Sprintf("upstream answered %d", a.hot.Entry.Status)
+		return fmt.Sprintf("upstream answered %d", a.Hot.Entry.Status)
 	}
 }
 

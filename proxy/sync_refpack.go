@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/refpack"
 	"github.com/regmirror/regmirror/upstream"
 )
@@ -44,7 +45,7 @@ func (s *Server) syncRefPackOne(ctx context.Context, up *upstream.Upstream, o Sy
 	var mu sync.Mutex
 	var done atomic.Int64
 	total := len(ids)
-	note := func(what string, a *answer, err error, doc bool) {
+	note := func(what string, a *engine.Answer, err error, doc bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		res.tally(what, a, err, doc)
@@ -62,15 +63,15 @@ func (s *Server) syncRefPackOne(ctx context.Context, up *upstream.Upstream, o Sy
 	var jobs []job
 	s.parallel(ctx, o.Jobs, len(ids), func(i int) {
 		id := ids[i]
-		vt := &target{api: "refpack", route: "versions", key: rpVersionsKey(id), class: cache.Mutable,
-			pool: s.refpack, from: up, path: rpPath(id, refpack.SubVersions), refresh: true, pin: true}
+		vt := &engine.Target{API: "refpack", Route: "versions", Key: engine.RefPackVersions(id), Class: cache.Mutable,
+			Pool: s.refpack, From: up, Path: rpPath(id, refpack.SubVersions), Refresh: true, Pin: true}
 		a, err := s.fetchWithRetry(ctx, vt)
-		if err != nil || a.relay != nil || a.hot.Entry.Status != http.StatusOK {
+		if err != nil || a.Relay != nil || a.Hot.Entry.Status != http.StatusOK {
 			note(id+"/versions", a, err, true)
 			progress(id+"/versions", 0)
 			return
 		}
-		body, err := s.cache.ReadAll(ctx, a.hot.Entry)
+		body, err := s.cache.ReadAll(ctx, a.Hot.Entry)
 		var vs struct {
 			Versions []refpack.VersionInfo `json:"versions"`
 		}
@@ -100,11 +101,11 @@ func (s *Server) syncRefPackOne(ctx context.Context, up *upstream.Upstream, o Sy
 	s.parallel(ctx, o.Jobs, len(jobs), func(i int) {
 		j := jobs[i]
 		zt := s.rpZipTarget(j.id, j.version, true)
-		zt.from = up
+		zt.From = up
 		a, err := s.fetchWithRetry(ctx, zt)
 		note(j.id+"@"+j.version, a, err, false)
 		mt := s.rpMetaTarget(j.id, j.version, true)
-		mt.from = up
+		mt.From = up
 		a, err = s.fetchWithRetry(ctx, mt)
 		note(j.id+"@"+j.version+"/meta", a, err, true)
 		progress(j.id+"@"+j.version, 0)
@@ -139,16 +140,16 @@ func (s *Server) rpCatalogue(ctx context.Context, up *upstream.Upstream) ([]stri
 	seen := map[string]bool{}
 	for page := 1; ; page++ {
 		q := url.Values{"includeArchived": {"true"}, "page": {fmt.Sprint(page)}, "pageSize": {fmt.Sprint(refpack.MaxPageSize)}}
-		t := &target{api: "refpack", route: "list", key: rpListKey(false, q), class: cache.Mutable, pool: s.refpack,
-			from: up, path: "/packages?" + q.Encode(), refresh: true, pin: true}
+		t := &engine.Target{API: "refpack", Route: "list", Key: engine.RefPackList(false, q), Class: cache.Mutable, Pool: s.refpack,
+			From: up, Path: "/packages?" + q.Encode(), Refresh: true, Pin: true}
 		a, err := s.fetchWithRetry(ctx, t)
-		if err == nil && (a.relay != nil || a.hot.Entry.Status != http.StatusOK || a.state == Stale) {
+		if err == nil && (a.Relay != nil || a.Hot.Entry.Status != http.StatusOK || a.Outcome.State == engine.Stale) {
 			err = fmt.Errorf("page %d: %s", page, describe(a))
 		}
 		if err != nil {
 			return nil, err
 		}
-		body, err := s.cache.ReadAll(ctx, a.hot.Entry)
+		body, err := s.cache.ReadAll(ctx, a.Hot.Entry)
 		if err != nil {
 			return nil, err
 		}

@@ -11,9 +11,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/refpack"
 	"github.com/regmirror/regmirror/upstream"
 )
@@ -69,7 +69,7 @@ type bypassWriter struct {
 func (b *bypassWriter) WriteHeader(code int) {
 	if !b.wrote {
 		b.wrote = true
-		setCacheHeaders(b.Header(), &answer{state: Bypass, status: "fwd=bypass"})
+		engine.WriteOutcome.SetHeaders(b.Header())
 	}
 	b.ResponseWriter.WriteHeader(code)
 }
@@ -152,14 +152,14 @@ func (s *Server) rpPush(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// Spool the body as it came: it is checked from disk and forwarded byte for byte.
-	body := &readTracker{r: http.MaxBytesReader(w, r.Body, limit)}
+	body := &engine.ReadTracker{R: http.MaxBytesReader(w, r.Body, limit)}
 	raw, err := s.cache.Stage(body, limit, "")
 	if err != nil {
 		var mbe *http.MaxBytesError
 		switch {
-		case errors.Is(err, cache.ErrTooLarge) || errors.As(body.err, &mbe):
+		case errors.Is(err, cache.ErrTooLarge) || errors.As(body.Err, &mbe):
 			s.tooLarge(w)
-		case body.err != nil:
+		case body.Err != nil:
 			// The client hung up or was too slow; it may not be there to read this.
 			writeError(w, http.StatusBadRequest, "Invalid request", "the upload could not be read to its end")
 		default:
@@ -250,11 +250,11 @@ func (s *Server) readPushForm(raw *cache.Staged, boundary string) (form *pushFor
 			if !strings.HasSuffix(strings.ToLower(filename), ".zip") {
 				return form, fmt.Sprintf("the file name %q must end with .zip or .refpack.zip", clipForMessage(filename, 128)), nil
 			}
-			part := &readTracker{r: p}
+			part := &engine.ReadTracker{R: p}
 			st, err := s.cache.Stage(part, s.cfg.MaxUploadSize, "")
 			if err != nil {
-				if part.err != nil {
-					return form, "malformed multipart body: " + part.err.Error(), nil
+				if part.Err != nil {
+					return form, "malformed multipart body: " + part.Err.Error(), nil
 				}
 				return form, "", err
 			}
@@ -373,10 +373,10 @@ func (s *Server) forwardWrite(w http.ResponseWriter, r *http.Request, pathQuery 
 // there to be served STALE and to answer lists from. Later requests do not join
 // a read of those keys that is still being fetched.
 func (s *Server) invalidate(ctx context.Context, inv *invalidation) {
-	s.writeGen.Add(1)
+	s.eng.Wrote()
 	var entries []*cache.Entry
 	if inv.id != "" {
-		s.fills.Forget(rpVersionsKey(inv.id))
+		s.eng.Forget(engine.RefPackVersions(inv.id))
 	}
 	err := s.cache.Store().Entries(ctx, func(e *cache.Entry) error {
 		if rpMutableOf(e, inv.match, inv.pushed) {
@@ -388,9 +388,9 @@ func (s *Server) invalidate(ctx context.Context, inv *invalidation) {
 		s.metrics.StoreErrors.WithLabelValues("read").Inc()
 		s.log.Error("invalidate after write: list entries", "err", err)
 	}
-	stale := time.Now().Add(-s.cfg.MetadataMaxAge - time.Second)
+	stale := s.eng.Policy().AlreadyStale()
 	for _, e := range entries {
-		s.fills.Forget(e.Key)
+		s.eng.Forget(engine.Key(e.Key))
 		if e.Class == cache.Mutable && e.Status == http.StatusOK {
 			if e.FetchedAt.After(stale) {
 				e.FetchedAt = stale
@@ -409,28 +409,20 @@ func (s *Server) invalidate(ctx context.Context, inv *invalidation) {
 // rpMutableOf reports whether a write to the packages match accepts makes e
 // out of date.
 func rpMutableOf(e *cache.Entry, match func(id string) bool, pushed bool) bool {
-	k := e.Key
-	switch {
-	case strings.HasPrefix(k, rpListKey(false, nil)), strings.HasPrefix(k, rpListKey(true, nil)):
+	k, ok := engine.Parse(e.Key)
+	if !ok {
+		return false
+	}
+	switch k.Kind {
+	case engine.KindRefPackList, engine.KindRefPackSearch:
 		return true
-	case strings.HasPrefix(k, rpVersionsKey("")):
-		return match(strings.TrimPrefix(k, rpVersionsKey("")))
-	case !pushed || e.Class != cache.Negative:
-		return false
+	case engine.KindRefPackVersions:
+		return match(k.ID)
+	case engine.KindRefPackZip, engine.KindRefPackMeta, engine.KindRefPackDoc:
+		// A version asked for before it was pushed is cached as not found.
+		return pushed && e.Class == cache.Negative && match(k.ID)
 	}
-	// A version asked for before it was pushed is cached as not found.
-	var rest string
-	if r, ok := strings.CutPrefix(k, "rp/zip/"); ok {
-		rest = r
-	} else if r, ok := strings.CutPrefix(k, "rp/meta/"); ok {
-		rest = r
-	} else if r, ok := strings.CutPrefix(k, "rp/doc/"); ok {
-		_, rest, _ = strings.Cut(r, "/")
-	} else {
-		return false
-	}
-	id, _, ok := strings.Cut(rest, "@")
-	return ok && match(id)
+	return false
 }
 
 func clipForMessage(s string, n int) string {

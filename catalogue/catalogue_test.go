@@ -1,7 +1,6 @@
-package proxy
+package catalogue
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -9,6 +8,8 @@ import (
 	"time"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/cache/storetest"
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/hydrilla"
 	"github.com/regmirror/regmirror/pattern"
 )
@@ -18,33 +19,33 @@ import (
 // does, ties included: both add mappings in key order.
 func TestLoadIndexesAsRebuildDoes(t *testing.T) {
 	dir := t.TempDir()
-	d, digest := OpenStoreWithBlob(t, dir)
+	d, digest := storetest.OpenDiskWithBlob(t, dir)
 	// Several batches of 1,024 records, every mapping tied on one pattern.
 	var es []*cache.Entry
 	for i := range 3000 {
 		it := &hydrilla.Item{Type: hydrilla.TypeMapping, Identifier: fmt.Sprintf("m%04d", (i*7919)%3000),
 			Version: hydrilla.Version{1, i % 3}, Patterns: []string{"https://tie.example/***", fmt.Sprintf("https://m%d.example/***", i)}}
-		es = append(es, &cache.Entry{Key: hyItemKey(hydrilla.ItemRef{Type: it.Type, Identifier: it.Identifier, Version: it.Version}),
-			Digest: digest, Size: 2, Status: 200, Class: cache.Immutable, FetchedAt: time.Now(), Meta: itemMetaOf(it)})
+		es = append(es, &cache.Entry{Key: string(engine.HydrillaItem(hydrilla.ItemRef{Type: it.Type, Identifier: it.Identifier, Version: it.Version})),
+			Digest: digest, Size: 2, Status: 200, Class: cache.Immutable, FetchedAt: time.Now(), Meta: MetaOf(it)})
 	}
 	if err := d.PutEntries(context.Background(), es); err != nil {
 		t.Fatal(err)
 	}
-	c := newCatalogue(nil)
-	if err := c.load(context.Background(), d); err != nil {
+	c := New(nil)
+	if err := c.Load(context.Background(), d); err != nil {
 		t.Fatal(err)
 	}
 	u, err := pattern.ParseURL("https://tie.example/a/b")
 	if err != nil {
 		t.Fatal(err)
 	}
-	loaded := c.query(u)
+	loaded := c.Query(u)
 	if len(loaded) != 3000 {
 		t.Fatalf("%d mappings match after the load, want 3000", len(loaded))
 	}
 	for range 3 {
-		c.rebuild()
-		rebuilt := c.query(u)
+		c.Rebuild()
+		rebuilt := c.Query(u)
 		if !slices.EqualFunc(loaded, rebuilt, func(a, b hydrilla.QueryMapping) bool {
 			return a.Identifier == b.Identifier && a.Version.Compare(b.Version) == 0
 		}) {
@@ -52,23 +53,4 @@ func TestLoadIndexesAsRebuildDoes(t *testing.T) {
 		}
 	}
 	d.Close()
-}
-
-// OpenStoreWithBlob opens a disk store in dir holding one committed blob, `{}`,
-// and returns it with the blob's digest, for tests (here and in proxy_test)
-// that write entries straight into a store.
-func OpenStoreWithBlob(t *testing.T, dir string) (*cache.Disk, string) {
-	t.Helper()
-	d, err := cache.OpenDisk(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := cache.Stage(d.TempDir(), bytes.NewReader([]byte(`{}`)), 0, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Commit(context.Background(), st); err != nil {
-		t.Fatal(err)
-	}
-	return d, st.Digest
 }

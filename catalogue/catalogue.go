@@ -1,4 +1,8 @@
-package proxy
+// Package catalogue is the mirror's knowledge of the Hydrilla items it holds:
+// what it remembers of each stored item version (Meta), the per-upstream
+// lists it can answer itself, the /query pattern index, and which upstreams
+// have a complete sync. It reads the store; it never fetches.
+package catalogue
 
 import (
 	"bytes"
@@ -16,15 +20,16 @@ import (
 	gojson "github.com/goccy/go-json"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/hydrilla"
 	"github.com/regmirror/regmirror/pattern"
 	"github.com/regmirror/regmirror/upstream"
 )
 
-// itemMeta is what the mirror remembers of a stored Hydrilla item version
+// ItemMeta is what the mirror remembers of a stored Hydrilla item version
 // (cache.Entry.Meta), so /list_all and the /query index are rebuilt at start
 // from the index of entries alone.
-type itemMeta struct {
+type ItemMeta struct {
 	Type       string           `json:"type"`
 	Identifier string           `json:"identifier"`
 	LongName   string           `json:"long_name"`
@@ -34,8 +39,9 @@ type itemMeta struct {
 	Files      []string         `json:"files,omitempty"`
 }
 
-func itemMetaOf(it *hydrilla.Item) json.RawMessage {
-	m := itemMeta{Type: it.Type, Identifier: it.Identifier, LongName: it.LongName, Version: it.Version.Normalize(),
+// MetaOf is the Meta kept with a stored item version.
+func MetaOf(it *hydrilla.Item) json.RawMessage {
+	m := ItemMeta{Type: it.Type, Identifier: it.Identifier, LongName: it.LongName, Version: it.Version.Normalize(),
 		Revision: it.Revision, Patterns: it.Patterns}
 	for _, f := range it.Files {
 		m.Files = append(m.Files, f.SHA256)
@@ -44,8 +50,9 @@ func itemMetaOf(it *hydrilla.Item) json.RawMessage {
 	return b
 }
 
-func parseItemMeta(raw json.RawMessage) (itemMeta, bool) {
-	var m itemMeta
+// ParseMeta reads a stored item version's Meta; ok is false when it has none.
+func ParseMeta(raw json.RawMessage) (ItemMeta, bool) {
+	var m ItemMeta
 	if len(raw) == 0 || json.Unmarshal(raw, &m) != nil || m.Identifier == "" {
 		return m, false
 	}
@@ -66,10 +73,10 @@ type mappingVal struct {
 	version      hydrilla.Version
 }
 
-// catalogue is the mirror's knowledge of the Hydrilla items it holds: the
+// Catalogue is the mirror's knowledge of the Hydrilla items it holds: the
 // per-upstream lists it can answer itself, the pattern index, and which
 // upstreams have a complete sync.
-type catalogue struct {
+type Catalogue struct {
 	mu    sync.Mutex
 	items map[string]*heldItem // by item cache key; the values are never changed
 	syncs map[string]time.Time
@@ -80,17 +87,19 @@ type catalogue struct {
 	lastBuild atomic.Int64 // nanoseconds the last index build took
 }
 
-func newCatalogue(onBuilt func(int)) *catalogue {
-	c := &catalogue{items: map[string]*heldItem{}, syncs: map[string]time.Time{}, dirty: make(chan struct{}, 1), onBuilt: onBuilt}
+// New is an empty catalogue; onBuilt, when set, is told the size of every
+// index built.
+func New(onBuilt func(int)) *Catalogue {
+	c := &Catalogue{items: map[string]*heldItem{}, syncs: map[string]time.Time{}, dirty: make(chan struct{}, 1), onBuilt: onBuilt}
 	empty, _ := pattern.Build[*mappingVal](nil)
 	c.index.Store(empty)
 	return c
 }
 
-// load reads what the store holds and builds the index. With a store that
+// Load reads what the store holds and builds the index. With a store that
 // keeps compact Meta records (most of a large mirror's start-up) the index is
 // built while they are still being decoded.
-func (c *catalogue) load(ctx context.Context, st cache.Store) error {
+func (c *Catalogue) Load(ctx context.Context, st cache.Store) error {
 	var ix *pattern.Index[*mappingVal]
 	if mw, ok := st.(cache.MetaWalker); ok {
 		// lastBuild stays unset: this build ran alongside the decoding, and
@@ -102,15 +111,15 @@ func (c *catalogue) load(ctx context.Context, st cache.Store) error {
 	} else if err := c.loadItems(ctx, st); err != nil {
 		return err
 	}
-	err := cache.WalkPrefix(ctx, st, hySyncPrefix, func(e *cache.Entry) error {
-		c.syncs[strings.TrimPrefix(e.Key, hySyncPrefix)] = e.FetchedAt
+	err := cache.WalkPrefix(ctx, st, engine.Prefix(engine.KindHydrillaSync), func(e *cache.Entry) error {
+		c.syncs[strings.TrimPrefix(e.Key, engine.Prefix(engine.KindHydrillaSync))] = e.FetchedAt
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	if ix == nil {
-		c.rebuild()
+		c.Rebuild()
 		return nil
 	}
 	c.index.Store(ix)
@@ -122,13 +131,13 @@ func (c *catalogue) load(ctx context.Context, st cache.Store) error {
 
 // loadItems reads every stored item version's identity and patterns: from the
 // store's compact Meta records when it keeps them, else from the entries.
-func (c *catalogue) loadItems(ctx context.Context, st cache.Store) error {
+func (c *Catalogue) loadItems(ctx context.Context, st cache.Store) error {
 	if mw, ok := st.(cache.MetaWalker); ok {
 		_, err := c.loadMetas(ctx, mw, false)
 		return err
 	}
-	return cache.WalkPrefix(ctx, st, hyItemPrefix, func(e *cache.Entry) error {
-		if m, ok := parseItemMeta(e.Meta); ok {
+	return cache.WalkPrefix(ctx, st, engine.Prefix(engine.KindHydrillaItem), func(e *cache.Entry) error {
+		if m, ok := ParseMeta(e.Meta); ok {
 			c.items[e.Key] = &heldItem{meta: m.lite(), upstream: e.Upstream}
 		}
 		return nil
@@ -146,7 +155,7 @@ type liteMeta struct {
 	Patterns   []string         `json:"patterns,omitempty"`
 }
 
-func (m itemMeta) lite() liteMeta {
+func (m ItemMeta) lite() liteMeta {
 	return liteMeta{Type: m.Type, Identifier: m.Identifier, LongName: m.LongName, Version: m.Version,
 		Revision: m.Revision, Patterns: m.Patterns}
 }
@@ -164,15 +173,15 @@ type loadedBatch struct {
 // core. With build, it also builds the pattern index of the mappings, in key
 // order, on a goroutine of its own while the records are decoded, and
 // returns it.
-func (c *catalogue) loadMetas(ctx context.Context, mw cache.MetaWalker, build bool) (*pattern.Index[*mappingVal], error) {
+func (c *Catalogue) loadMetas(ctx context.Context, mw cache.MetaWalker, build bool) (*pattern.Index[*mappingVal], error) {
 	workers := runtime.GOMAXPROCS(0)
 	// A walk of the keys alone counts the records first, so that the tables
 	// are made at their size rather than grown (it costs a few per cent of
 	// what it saves, and most of that is faulting the pages in, which the
 	// walk below then need not do).
 	nItems, nMappings := 0, 0
-	mappingPrefix := []byte(hyItemPrefix + hydrilla.TypeMapping + "/")
-	err := mw.MetaKeys(ctx, hyItemPrefix, func(key []byte) error {
+	mappingPrefix := []byte(engine.Prefix(engine.KindHydrillaItem) + hydrilla.TypeMapping + "/")
+	err := mw.MetaKeys(ctx, engine.Prefix(engine.KindHydrillaItem), func(key []byte) error {
 		nItems++
 		if bytes.HasPrefix(key, mappingPrefix) {
 			nMappings++
@@ -203,7 +212,7 @@ func (c *catalogue) loadMetas(ctx context.Context, mw cache.MetaWalker, build bo
 		// A mapping has a few patterns; 3 is a fair guess to size by.
 		go func() { ixBuilt <- indexBatches(toIndex, 3*nMappings) }()
 	}
-	err = mw.MetaBatches(ctx, hyItemPrefix, workers, func(seq int, batch []cache.MetaRecord) error {
+	err = mw.MetaBatches(ctx, engine.Prefix(engine.KindHydrillaItem), workers, func(seq int, batch []cache.MetaRecord) error {
 		lb, err := decodeMetas(batch)
 		if err != nil {
 			return err
@@ -272,27 +281,51 @@ func indexBatches(in <-chan *loadedBatch, hint int) *pattern.Index[*mappingVal] 
 	return b.Index()
 }
 
-// noteItem records a stored item version and schedules an index rebuild when
+// Note records a stored item version and schedules an index rebuild when
 // it is a mapping.
-func (s *Server) noteItem(e *cache.Entry) {
-	m, ok := parseItemMeta(e.Meta)
+func (c *Catalogue) Note(e *cache.Entry) {
+	m, ok := ParseMeta(e.Meta)
 	if !ok {
 		return
 	}
-	s.hy.mu.Lock()
-	s.hy.items[e.Key] = &heldItem{meta: m.lite(), upstream: e.Upstream}
-	s.hy.mu.Unlock()
+	c.mu.Lock()
+	c.items[e.Key] = &heldItem{meta: m.lite(), upstream: e.Upstream}
+	c.mu.Unlock()
 	if m.Type == hydrilla.TypeMapping {
 		select {
-		case s.hy.dirty <- struct{}{}:
+		case c.dirty <- struct{}{}:
 		default:
 		}
 	}
 }
 
-// run rebuilds the index after changes, at most a few times a second, so a
+// HoldsAll reports whether every item version l names is held: then a stored
+// /list_all may answer as it is, rather than a list rebuilt from held items.
+func (c *Catalogue) HoldsAll(l *hydrilla.List) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ref := range l.Refs() {
+		ref.Version = ref.Version.Normalize()
+		if _, ok := c.items[string(engine.HydrillaItem(ref))]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Patterns is the number of URL patterns in the index.
+func (c *Catalogue) Patterns() int { return c.index.Load().Len() }
+
+// Syncs returns when each upstream's last complete sync ended.
+func (c *Catalogue) Syncs() map[string]time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.syncs)
+}
+
+// Run rebuilds the index after changes, at most a few times a second, so a
 // sync of thousands of mappings builds it a handful of times, not per item.
-func (c *catalogue) run(ctx context.Context) {
+func (c *Catalogue) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -305,14 +338,14 @@ func (c *catalogue) run(ctx context.Context) {
 				return
 			case <-time.After(max(200*time.Millisecond, 10*time.Duration(c.lastBuild.Load()))):
 			}
-			c.rebuild()
+			c.Rebuild()
 		}
 	}
 }
 
-// rebuild builds a new index from every held mapping version and swaps it in;
+// Rebuild builds a new index from every held mapping version and swaps it in;
 // queries never see a half-built index.
-func (c *catalogue) rebuild() {
+func (c *Catalogue) Rebuild() {
 	c.mu.Lock()
 	// In key order, as the start-up load adds them: the order of equally
 	// specific matches in /query must not change with a rebuild.
@@ -341,9 +374,9 @@ func (c *catalogue) rebuild() {
 	}
 }
 
-// query answers a URL from the index: most specific first, each mapping once
+// Query answers a URL from the index: most specific first, each mapping once
 // at its first position, with its newest version among those that match.
-func (c *catalogue) query(u pattern.Pattern) []hydrilla.QueryMapping {
+func (c *Catalogue) Query(u pattern.Pattern) []hydrilla.QueryMapping {
 	vals := c.index.Load().Match(u)
 	pos := map[string]int{}
 	out := []hydrilla.QueryMapping{}
@@ -360,8 +393,8 @@ func (c *catalogue) query(u pattern.Pattern) []hydrilla.QueryMapping {
 	return out
 }
 
-// heldList is the /list_all of the item versions held from one upstream.
-func (c *catalogue) heldList(base string) *hydrilla.List {
+// HeldList is the /list_all of the item versions held from one upstream.
+func (c *Catalogue) HeldList(base string) *hydrilla.List {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l := &hydrilla.List{}
@@ -381,8 +414,9 @@ func (c *catalogue) heldList(base string) *hydrilla.List {
 	return l
 }
 
-// synced reports whether every upstream has a complete sync younger than fresh.
-func (c *catalogue) synced(ups []*upstream.Upstream, fresh time.Duration) bool {
+// Synced reports whether every upstream has a complete sync that the policy
+// still counts as current.
+func (c *Catalogue) Synced(ups []*upstream.Upstream, p *engine.Policy, syncInterval time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(ups) == 0 {
@@ -390,28 +424,29 @@ func (c *catalogue) synced(ups []*upstream.Upstream, fresh time.Duration) bool {
 	}
 	for _, u := range ups {
 		at, ok := c.syncs[u.Base]
-		if !ok || time.Since(at) > fresh {
+		if !ok || !p.SyncCurrent(at, syncInterval) {
 			return false
 		}
 	}
 	return true
 }
 
-func (c *catalogue) markSynced(base string, at time.Time) {
+// MarkSynced records a complete sync of an upstream that ended at at.
+func (c *Catalogue) MarkSynced(base string, at time.Time) {
 	c.mu.Lock()
 	c.syncs[base] = at
 	c.mu.Unlock()
 }
 
-// size is the number of held item versions.
-func (c *catalogue) size() int {
+// Size is the number of held item versions.
+func (c *Catalogue) Size() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.items)
 }
 
-// newest returns the cache key of the newest held version of an item, or "".
-func (c *catalogue) newest(typ, id string) string {
+// Newest returns the cache key of the newest held version of an item, or "".
+func (c *Catalogue) Newest(typ, id string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var best string
@@ -424,15 +459,15 @@ func (c *catalogue) newest(typ, id string) string {
 	return best
 }
 
-// refreshFromStore brings the catalogue up to date with the syncs other
+// RefreshFromStore brings the catalogue up to date with the syncs other
 // processes recorded in a shared store (replicas, `regmirror sync`): when an
 // upstream's sync record there is newer than the one this replica knows, it
 // reads the item records again and rebuilds the index. One entry read per
 // upstream when nothing changed.
-func (c *catalogue) refreshFromStore(ctx context.Context, st cache.Store, bases []string) error {
+func (c *Catalogue) RefreshFromStore(ctx context.Context, st cache.Store, bases []string) error {
 	newer := false
 	for _, base := range bases {
-		e, err := st.Entry(ctx, hySyncPrefix+base)
+		e, err := st.Entry(ctx, string(engine.HydrillaSync(base)))
 		if errors.Is(err, cache.ErrNotFound) {
 			continue
 		}
@@ -446,13 +481,13 @@ func (c *catalogue) refreshFromStore(ctx context.Context, st cache.Store, bases 
 	if !newer {
 		return nil
 	}
-	fresh := newCatalogue(nil)
+	fresh := New(nil)
 	if err := fresh.loadItems(ctx, st); err != nil {
 		return err
 	}
 	syncs := map[string]time.Time{}
-	if err := cache.WalkPrefix(ctx, st, hySyncPrefix, func(e *cache.Entry) error {
-		syncs[strings.TrimPrefix(e.Key, hySyncPrefix)] = e.FetchedAt
+	if err := cache.WalkPrefix(ctx, st, engine.Prefix(engine.KindHydrillaSync), func(e *cache.Entry) error {
+		syncs[strings.TrimPrefix(e.Key, engine.Prefix(engine.KindHydrillaSync))] = e.FetchedAt
 		return nil
 	}); err != nil {
 		return err
@@ -465,7 +500,7 @@ func (c *catalogue) refreshFromStore(ctx context.Context, st cache.Store, bases 
 		}
 	}
 	c.mu.Unlock()
-	c.rebuild()
+	c.Rebuild()
 	return nil
 }
 
