@@ -5,7 +5,8 @@ import (
 	"testing"
 )
 
-// The access line names the upstream an answer came from.
+// The access line names the upstream an answer came from, and the path with
+// its query.
 func TestAccessLineNamesTheUpstream(t *testing.T) {
 	_, up := newRegistry(t)
 	var logs syncBuffer
@@ -14,7 +15,7 @@ func TestAccessLineNamesTheUpstream(t *testing.T) {
 	get(t, m.URL+"/packages/vendor/country-codes/meta?version=1.2.0")
 	lines := 0
 	for _, l := range strings.Split(logs.String(), "\n") {
-		if strings.Contains(l, "msg=request") && strings.Contains(l, "path=/packages/vendor/country-codes/meta") {
+		if strings.Contains(l, "msg=request") && strings.Contains(l, `path="/packages/vendor/country-codes/meta?version=1.2.0"`) {
 			lines++
 			if !strings.Contains(l, "upstream="+up) || !strings.Contains(l, "id=") {
 				t.Errorf("access line without upstream or id: %s", l)

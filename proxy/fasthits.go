@@ -158,7 +158,7 @@ func (f *fastHits) remember(w http.ResponseWriter, r *http.Request, hot *cache.H
 		return
 	}
 	api, route := classify(r.URL.Path)
-	m := &hitMemo{key: hot.Entry.Key, hot: weak.Make(hot), head: head, path: r.URL.Path, upstream: rec.upstream,
+	m := &hitMemo{key: hot.Entry.Key, hot: weak.Make(hot), head: head, path: loggedPath(r), upstream: rec.upstream,
 		requests: f.s.metrics.Requests.WithLabelValues(api, route, "200", string(engine.Hit)),
 		duration: f.s.metrics.RequestDuration.WithLabelValues(api, string(engine.Hit))}
 	f.mu.Lock()

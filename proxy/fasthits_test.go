@@ -258,7 +258,7 @@ func TestFastLaneAnswersAreLogged(t *testing.T) {
 	}
 	var lines []string
 	for _, l := range strings.Split(logs.String(), "\n") {
-		if strings.Contains(l, "msg=request") && strings.Contains(l, "path=/packages/vendor/country-codes/meta") {
+		if strings.Contains(l, "msg=request") && strings.Contains(l, `path="`+target+`"`) {
 			lines = append(lines, l)
 		}
 	}

@@ -40,9 +40,19 @@ func (s *Server) Handler() http.Handler {
 		s.metrics.Requests.WithLabelValues(api, route, strconv.Itoa(rec.status), xc).Inc()
 		s.metrics.RequestDuration.WithLabelValues(api, xc).Observe(d.Seconds())
 		s.noteRequest(xc)
-		s.logRequest(r.Context(), &accessLine{id: id, method: r.Method, path: r.URL.Path, status: rec.status,
+		s.logRequest(r.Context(), &accessLine{id: id, method: r.Method, path: loggedPath(r), status: rec.status,
 			bytes: rec.bytes, duration: d, cache: xc, upstream: rec.upstream})
 	})
+}
+
+// loggedPath is the path an access line shows: with its query, so the
+// version of ?version=1.2.0 is visible (keys travel in headers, never in a
+// query the mirror logs).
+func loggedPath(r *http.Request) string {
+	if r.URL.RawQuery == "" {
+		return r.URL.Path
+	}
+	return r.URL.Path + "?" + r.URL.RawQuery
 }
 
 // logsRequests reports whether access lines are written.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/refpack"
 )
 
@@ -16,7 +17,9 @@ import (
 // upstream down, from what it holds: the items of every list page it stored
 // (the upstream's own fields, newest page first) and, for held packages no
 // stored page lists, an item made from the package's held /versions and /meta.
-func (s *Server) rpLocalList(ctx context.Context, lq refpack.ListQuery) ([]byte, error) {
+// held is false when the mirror holds no list, /versions or /meta at all:
+// then there is nothing to derive an answer from, and body is nil.
+func (s *Server) rpLocalList(ctx context.Context, lq refpack.ListQuery) (body []byte, held bool, err error) {
 	type listed struct {
 		item refpack.ListItem
 		at   time.Time
@@ -24,12 +27,14 @@ func (s *Server) rpLocalList(ctx context.Context, lq refpack.ListQuery) ([]byte,
 	items := map[string]listed{}
 	metas := map[string]map[string]string{} // id → version → meta key
 	versions := map[string]*cache.Entry{}
-	err := s.cache.Store().Entries(ctx, func(e *cache.Entry) error {
+	err = s.cache.Store().Entries(ctx, func(e *cache.Entry) error {
 		if e.Status != http.StatusOK {
 			return nil
 		}
-		switch {
-		case strings.HasPrefix(e.Key, "rp/list?"), strings.HasPrefix(e.Key, "rp/search?"):
+		k, _ := engine.Parse(e.Key)
+		switch k.Kind {
+		case engine.KindRefPackList, engine.KindRefPackSearch:
+			held = true
 			body, err := s.cache.ReadAll(ctx, e)
 			if err != nil {
 				return nil
@@ -46,22 +51,20 @@ func (s *Server) rpLocalList(ctx context.Context, lq refpack.ListQuery) ([]byte,
 					items[id] = listed{it, e.FetchedAt}
 				}
 			}
-		case strings.HasPrefix(e.Key, "rp/versions/"):
-			versions[strings.TrimPrefix(e.Key, "rp/versions/")] = e
-		case strings.HasPrefix(e.Key, "rp/meta/"):
-			rest := strings.TrimPrefix(e.Key, "rp/meta/")
-			if i := strings.LastIndexByte(rest, '@'); i > 0 {
-				id, v := rest[:i], rest[i+1:]
-				if metas[id] == nil {
-					metas[id] = map[string]string{}
-				}
-				metas[id][v] = e.Key
+		case engine.KindRefPackVersions:
+			held = true
+			versions[k.ID] = e
+		case engine.KindRefPackMeta:
+			held = true
+			if metas[k.ID] == nil {
+				metas[k.ID] = map[string]string{}
 			}
+			metas[k.ID][k.Version] = e.Key
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
+	if err != nil || !held {
+		return nil, held, err
 	}
 	readMeta := func(key string) map[string]any {
 		hot, err := s.cache.Lookup(ctx, key)
@@ -135,10 +138,11 @@ func (s *Server) rpLocalList(ctx context.Context, lq refpack.ListQuery) ([]byte,
 		}
 		return nil
 	}
-	return json.Marshal(lq.Apply(list, fields))
+	body, err = json.Marshal(lq.Apply(list, fields))
+	return body, true, err
 }
 
-// rpListAnswer is rpList's fallback: a stored or fresh answer when there is one,
+// rpListLocal is rpList's fallback: a stored or fresh answer when there is one,
 // else the mirror's own answer from what it holds.
 func (s *Server) rpListLocal(w http.ResponseWriter, r *http.Request, advanced bool, q url.Values, err error) {
 	lq, qerr := refpack.ParseListQuery(q, advanced)
@@ -146,8 +150,9 @@ func (s *Server) rpListLocal(w http.ResponseWriter, r *http.Request, advanced bo
 		writeError(w, http.StatusBadRequest, "Invalid request", strings.TrimPrefix(qerr.Error(), refpack.ErrBadQuery.Error()+": "))
 		return
 	}
-	body, lerr := s.rpLocalList(r.Context(), lq)
-	if lerr != nil {
+	body, held, lerr := s.rpLocalList(r.Context(), lq)
+	if lerr != nil || !held {
+		// Never a list made from nothing (design.md, honest answers).
 		s.fail(w, r, err)
 		return
 	}

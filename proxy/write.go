@@ -346,6 +346,7 @@ func (s *Server) forwardWrite(w http.ResponseWriter, r *http.Request, pathQuery 
 		return
 	}
 	defer resp.Body.Close()
+	noteUpstream(w, resp.Upstream.Base)
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		s.invalidate(context.WithoutCancel(r.Context()), inv)
 	}
