@@ -169,7 +169,7 @@ func TestFastLaneNeverServesWhatTheMirrorWouldNot(t *testing.T) {
 	warmFast(t, m, meta)
 	get(t, m.URL+latest)
 
-	time.Sleep(400 * time.Millisecond)
+	m.advance(400 * time.Millisecond)
 	before := reg.Count("/packages")
 	head, _ := dialMirror(t, m).roundTrip(getReq(versions))
 	if reg.Count("/packages") != before+1 || !strings.Contains(head, "fwd=stale") {
@@ -178,7 +178,7 @@ func TestFastLaneNeverServesWhatTheMirrorWouldNot(t *testing.T) {
 
 	// A newer answer replaces the remembered one, head and body together.
 	reg.AddPackage("vendor", "country-codes", "1.3.0")
-	time.Sleep(400 * time.Millisecond)
+	m.advance(400 * time.Millisecond)
 	get(t, m.URL+versions)
 	warmFast(t, m, versions)
 	head, body := dialMirror(t, m).roundTrip(getReq(versions))

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,7 +16,6 @@ import (
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/proxy"
-	"github.com/regmirror/regmirror/upstream"
 )
 
 // mirror is a regmirror server in front of test upstreams.
@@ -27,7 +27,16 @@ type mirror struct {
 	metrics *proxy.Metrics
 	dir     string
 	cfg     *config.Config
+	// ahead is how far the mirror's freshness clock runs ahead of real time:
+	// tests move it past max-age instead of sleeping.
+	ahead atomic.Int64
 }
+
+// now is the mirror's freshness clock.
+func (m *mirror) now() time.Time { return time.Now().Add(time.Duration(m.ahead.Load())) }
+
+// advance moves the mirror's freshness clock forward by d.
+func (m *mirror) advance(d time.Duration) { m.ahead.Add(int64(d)) }
 
 type mirrorOpt func(*config.Config)
 
@@ -65,32 +74,14 @@ func startMirrorLogged(t testing.TB, logw io.Writer, dir string, refpackUps, hyd
 		o(&cfg)
 	}
 	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store, err := cache.OpenDisk(dir)
+	m := &mirror{t: t, dir: dir, cfg: &cfg}
+	wired, err := proxy.Open(context.Background(), &cfg, proxy.OpenOptions{Logger: log, Version: "test", UserAgent: "regmirror/test",
+		AccessLog: proxy.NewAccessLog(logw, false), Clock: m.now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := cache.New(context.Background(), store, store.TempDir(), cache.Options{
-		MemoryBytes: cfg.MemoryCacheSize, MemoryMaxItem: cfg.MemoryMaxItem, DiskBytes: cfg.DiskCacheSize, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &mirror{t: t, cache: c, dir: dir, cfg: &cfg}
-	m.metrics = proxy.NewMetrics(c)
-	uopts := upstream.Options{ConnectTimeout: cfg.UpstreamConnectTimeout, HeaderTimeout: cfg.UpstreamHeaderTimeout,
-		MaxFails: cfg.MaxFails, FailTimeout: cfg.FailTimeout, UserAgent: "regmirror/test", Offline: cfg.Offline,
-		Observe: func(u *upstream.Upstream, result string, d time.Duration) {
-			m.metrics.UpstreamRequests.WithLabelValues(u.Base, result).Inc()
-		}}
-	rp, err := upstream.NewPool("refpack", refpackUps, uopts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hy, err := upstream.NewPool("hydrilla", hydrillaUps, uopts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.srv = proxy.New(proxy.Options{Config: &cfg, Cache: c, RefPack: rp, Hydrilla: hy, Metrics: m.metrics, Logger: log, Version: "test",
-		AccessLog: proxy.NewAccessLog(logw, false)})
+	m.srv, m.cache, m.metrics = wired.Server, wired.Cache, wired.Metrics
+	c := wired.Cache
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := m.srv.Load(ctx); err != nil {
 		t.Fatal(err)

@@ -274,7 +274,7 @@ func TestRefPackDocumentNotFoundAges(t *testing.T) {
 		if r := get(t, m.URL+"/packages/currencies/readme?version=1.0.0"); r.Status != http.StatusNotFound {
 			t.Fatalf("readme the package lacks: %d", r.Status)
 		}
-		time.Sleep(100 * time.Millisecond)
+		m.advance(100 * time.Millisecond)
 	}
 	if n := reg.Count("/packages/currencies/readme"); n != 2 {
 		t.Errorf("upstream asked %d times over two negative-max-ages, want 2", n)

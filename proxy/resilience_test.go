@@ -115,7 +115,7 @@ func TestStaleServedForEveryMutableClass(t *testing.T) {
 		}
 		first[r] = a.Body
 	}
-	time.Sleep(5 * time.Millisecond)
+	m.advance(5 * time.Millisecond) // past max-age
 	reg.SetFail(http.StatusInternalServerError)
 	repo.SetFail(http.StatusBadGateway)
 	before := counter(t, m, "stale")

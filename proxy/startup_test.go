@@ -20,7 +20,6 @@ import (
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/hydrilla"
 	"github.com/regmirror/regmirror/proxy"
-	"github.com/regmirror/regmirror/upstream"
 )
 
 // fillMappings writes n mapping-version entries (three URL patterns each) into
@@ -63,17 +62,15 @@ func fillMappings(tb testing.TB, dir string, n int) {
 func startFrom(tb testing.TB, dir string) (*proxy.Server, *cache.Cache) {
 	cfg := config.Default()
 	cfg.Data = dir
+	cfg.Offline = true
+	cfg.RefPackUpstreams, cfg.HydrillaUpstreams = []string{"http://127.0.0.1:1"}, []string{"http://127.0.0.1:1"}
+	cfg.MemoryCacheSize = 64 << 20
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	d, err := cache.OpenDisk(dir)
+	m, err := proxy.Open(context.Background(), &cfg, proxy.OpenOptions{Logger: log})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c, err := cache.New(context.Background(), d, d.TempDir(), cache.Options{MemoryBytes: 64 << 20, Logger: log, DeferAccounting: true})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pool, _ := upstream.NewPool("hydrilla", []string{"http://127.0.0.1:1"}, upstream.Options{Offline: true})
-	s := proxy.New(proxy.Options{Config: &cfg, Cache: c, RefPack: pool, Hydrilla: pool, Logger: log})
+	s, c := m.Server, m.Cache
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
 	if err := s.Load(ctx); err != nil {

@@ -34,30 +34,16 @@ func newStatusServer(t *testing.T, refpackUps, hydrillaUps []string, edit func(*
 	cfg.MemoryCacheSize = 16 << 20
 	cfg.DiskCacheSize = 1 << 30
 	cfg.UpstreamConnectTimeout = 2 * time.Second
+	cfg.UpstreamHeaderTimeout = 5 * time.Second
 	if edit != nil {
 		edit(&cfg)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store, err := cache.OpenDisk(dir)
+	m, err := Open(context.Background(), &cfg, OpenOptions{Logger: log, Version: "v1.2.3-test", UserAgent: "regmirror/test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := cache.New(context.Background(), store, store.TempDir(), cache.Options{
-		MemoryBytes: cfg.MemoryCacheSize, MemoryMaxItem: cfg.MemoryMaxItem, DiskBytes: cfg.DiskCacheSize, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	uopts := upstream.Options{ConnectTimeout: cfg.UpstreamConnectTimeout, HeaderTimeout: 5 * time.Second,
-		MaxFails: cfg.MaxFails, FailTimeout: cfg.FailTimeout, UserAgent: "regmirror/test", Offline: cfg.Offline}
-	rp, err := upstream.NewPool("refpack", refpackUps, uopts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hy, err := upstream.NewPool("hydrilla", hydrillaUps, uopts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := New(Options{Config: &cfg, Cache: c, RefPack: rp, Hydrilla: hy, Logger: log, Version: "v1.2.3-test"})
+	s, c := m.Server, m.Cache
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := s.Load(ctx); err != nil {
 		t.Fatal(err)

@@ -23,7 +23,6 @@ import (
 	"github.com/regmirror/regmirror/proxy"
 	"github.com/regmirror/regmirror/refpack"
 	"github.com/regmirror/regmirror/refpack/registrytest"
-	"github.com/regmirror/regmirror/upstream"
 )
 
 // testKey is recognisable wherever it might leak.
@@ -648,28 +647,16 @@ func startFuzzMirror(f *testing.F, dir, refpackUp string) *mirror {
 	cfg.RefPackUpstreams = []string{refpackUp}
 	cfg.HydrillaUpstreams = nil
 	cfg.MaxUploadSize = 1 << 20
+	cfg.MemoryCacheSize = 1 << 20
+	cfg.UpstreamConnectTimeout, cfg.UpstreamHeaderTimeout = 2*time.Second, 5*time.Second
+	cfg.MaxFails, cfg.FailTimeout = 1000, time.Second
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	store, err := cache.OpenDisk(dir)
+	wired, err := proxy.Open(context.Background(), &cfg, proxy.OpenOptions{Logger: log, Version: "fuzz", UserAgent: "regmirror/fuzz"})
 	if err != nil {
 		f.Fatal(err)
 	}
-	c, err := cache.New(context.Background(), store, store.TempDir(), cache.Options{MemoryBytes: 1 << 20, Logger: log})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { c.Close() })
-	uopts := upstream.Options{ConnectTimeout: 2 * time.Second, HeaderTimeout: 5 * time.Second, MaxFails: 1000, FailTimeout: time.Second, UserAgent: "regmirror/fuzz"}
-	rp, err := upstream.NewPool("refpack", cfg.RefPackUpstreams, uopts)
-	if err != nil {
-		f.Fatal(err)
-	}
-	hy, err := upstream.NewPool("hydrilla", nil, uopts)
-	if err != nil {
-		f.Fatal(err)
-	}
-	m := &mirror{cache: c, dir: dir, cfg: &cfg}
-	m.metrics = proxy.NewMetrics(c)
-	m.srv = proxy.New(proxy.Options{Config: &cfg, Cache: c, RefPack: rp, Hydrilla: hy, Metrics: m.metrics, Logger: log, Version: "fuzz"})
+	f.Cleanup(func() { wired.Close() })
+	m := &mirror{cache: wired.Cache, dir: dir, cfg: &cfg, metrics: wired.Metrics, srv: wired.Server}
 	return m
 }
 

@@ -38,15 +38,12 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 
-	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/proxy"
-	"github.com/regmirror/regmirror/upstream"
 )
 
 func main() {
@@ -81,33 +78,12 @@ func main() {
 	cfg.LogLevel = "warn"
 	lg := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	dir, err := filepath.Abs(cfg.Data)
+	m, err := proxy.Open(ctx, &cfg, proxy.OpenOptions{Logger: lg, Version: "bench-profile", UserAgent: "regmirror-bench-profile"})
 	if err != nil {
 		log.Fatal(err)
 	}
-	store, err := cache.OpenDisk(dir)
-	if err != nil {
-		log.Fatal(err)
-	}
-	c, err := cache.New(ctx, store, store.TempDir(), cache.Options{
-		MemoryBytes: cfg.MemoryCacheSize, MemoryMaxItem: cfg.MemoryMaxItem, DiskBytes: cfg.DiskCacheSize, Logger: lg,
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer c.Close()
-	opts := upstream.Options{ConnectTimeout: cfg.UpstreamConnectTimeout, HeaderTimeout: cfg.UpstreamHeaderTimeout,
-		MaxFails: cfg.MaxFails, FailTimeout: cfg.FailTimeout, UserAgent: "regmirror-bench-profile"}
-	rpPool, err := upstream.NewPool("refpack", cfg.RefPackUpstreams, opts)
-	if err != nil {
-		log.Fatal(err)
-	}
-	hyPool, err := upstream.NewPool("hydrilla", cfg.HydrillaUpstreams, opts)
-	if err != nil {
-		log.Fatal(err)
-	}
-	srv := proxy.New(proxy.Options{Config: &cfg, Cache: c, RefPack: rpPool, Hydrilla: hyPool,
-		Metrics: proxy.NewMetrics(c), Logger: lg, Version: "bench-profile"})
+	defer m.Close()
+	srv := m.Server
 	if err := srv.Load(ctx); err != nil {
 		log.Fatal(err)
 	}

@@ -3,38 +3,21 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/proxy"
-	"github.com/regmirror/regmirror/upstream"
 )
-
-// mirror is everything serve, sync and verify share: the store and the pools.
-type mirror struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	cache    *cache.Cache
-	fleet    *cache.S3 // the shared bucket, or nil for the local disk store
-	metrics  *proxy.Metrics
-	refpack  *upstream.Pool
-	hydrilla *upstream.Pool
-}
 
 func newLogger(cfg *config.Config) *slog.Logger {
 	var lvl slog.Level
@@ -46,106 +29,13 @@ func newLogger(cfg *config.Config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-// openMirror opens the store and builds the upstream pools from cfg.
-func openMirror(ctx context.Context, cfg *config.Config, log *slog.Logger) (*mirror, error) {
-	dir, err := filepath.Abs(cfg.Data)
-	if err != nil {
-		return nil, fmt.Errorf("data: %w", err)
-	}
-	var store cache.Store
-	var tmp string
-	var fleet *cache.S3
-	diskBytes := cfg.DiskCacheSize
-	if cfg.BlobStore != "" {
-		u, err := url.Parse(cfg.BlobStore)
-		if err != nil {
-			return nil, fmt.Errorf("blob-store: %w", err)
-		}
-		fleet, err = cache.OpenS3(ctx, cache.S3Options{
-			Bucket: u.Host, Prefix: strings.Trim(u.Path, "/"), Endpoint: cfg.S3Endpoint, Region: cfg.S3Region,
-			PathStyle: cfg.S3PathStyle, LocalDir: filepath.Join(dir, "s3-local"), LocalBytes: cfg.DiskCacheSize,
-			LeaseTTL: cfg.S3LeaseTTL, Logger: log,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("blob-store %s: %w", cfg.BlobStore, err)
-		}
-		// The bucket is shared: eviction must never delete from it. The
-		// replica's local tier has its own bound (LocalBytes).
-		store, tmp, diskBytes = fleet, fleet.TempDir(), 0
-	} else {
-		d, err := cache.OpenDisk(dir)
-		if err != nil {
-			return nil, fmt.Errorf("data: %w", err)
-		}
-		store, tmp = d, d.TempDir()
-	}
-	c, err := cache.New(ctx, store, tmp, cache.Options{
-		MemoryBytes: cfg.MemoryCacheSize, MemoryMaxItem: cfg.MemoryMaxItem, DiskBytes: diskBytes, Logger: log,
-		SweepUnnamedBlobs: fleet == nil, DeferAccounting: true,
+// openMirror opens the store and the upstream pools and builds the server:
+// proxy.Open, as every test and benchmark builds it.
+func openMirror(ctx context.Context, cfg *config.Config, log *slog.Logger) (*proxy.Mirror, error) {
+	return proxy.Open(ctx, cfg, proxy.OpenOptions{
+		Logger: log, Version: versionString(), UserAgent: userAgent(),
+		AccessLog: proxy.NewAccessLog(os.Stderr, cfg.LogFormat == "json"),
 	})
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
-	m := &mirror{cfg: cfg, log: log, cache: c, fleet: fleet}
-	m.metrics = proxy.NewMetrics(c)
-	m.metrics.WatchFleet(fleet)
-	opts := upstream.Options{
-		ConnectTimeout: cfg.UpstreamConnectTimeout, HeaderTimeout: cfg.UpstreamHeaderTimeout,
-		MaxFails: cfg.MaxFails, FailTimeout: cfg.FailTimeout, UserAgent: userAgent(), Offline: cfg.Offline,
-		Observe: m.observe,
-	}
-	if cfg.UpstreamCA != "" {
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		pem, err := os.ReadFile(cfg.UpstreamCA)
-		if err != nil || !pool.AppendCertsFromPEM(pem) {
-			c.Close()
-			return nil, fmt.Errorf("upstream-ca: %s holds no PEM certificate", cfg.UpstreamCA)
-		}
-		opts.RootCAs = pool
-	}
-	if m.refpack, err = upstream.NewPool("refpack", cfg.RefPackUpstreams, opts); err != nil {
-		c.Close()
-		return nil, err
-	}
-	if m.hydrilla, err = upstream.NewPool("hydrilla", cfg.HydrillaUpstreams, opts); err != nil {
-		c.Close()
-		return nil, err
-	}
-	for _, p := range []*upstream.Pool{m.refpack, m.hydrilla} {
-		for _, u := range p.Upstreams() {
-			m.metrics.UpstreamUp.WithLabelValues(u.Base).Set(1)
-		}
-	}
-	return m, nil
-}
-
-// server builds the loaded server that serve and sync share.
-func (m *mirror) server(ctx context.Context) (*proxy.Server, error) {
-	srv := proxy.New(proxy.Options{
-		Config: m.cfg, Cache: m.cache, RefPack: m.refpack, Hydrilla: m.hydrilla,
-		Metrics: m.metrics, Logger: m.log, Version: versionString(), Fleet: m.fleet,
-		AccessLog: proxy.NewAccessLog(os.Stderr, m.cfg.LogFormat == "json"),
-	})
-	if err := srv.Load(ctx); err != nil {
-		return nil, err
-	}
-	return srv, nil
-}
-
-func (m *mirror) observe(u *upstream.Upstream, result string, d time.Duration) {
-	m.metrics.UpstreamRequests.WithLabelValues(u.Base, result).Inc()
-	if d > 0 {
-		m.metrics.UpstreamDuration.WithLabelValues(u.Base).Observe(d.Seconds())
-	}
-	up := 0.0
-	if u.Health().Up {
-		up = 1
-	}
-	m.metrics.UpstreamUp.WithLabelValues(u.Base).Set(up)
 }
 
 func serve(c *cli.Context) error {
@@ -161,9 +51,9 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer m.cache.Close()
-	srv, err := m.server(ctx)
-	if err != nil {
+	defer m.Close()
+	srv := m.Server
+	if err := srv.Load(ctx); err != nil {
 		return err
 	}
 	if cfg.SyncInterval > 0 {

@@ -47,9 +47,9 @@ func syncCmd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer m.cache.Close()
-	srv, err := m.server(ctx)
-	if err != nil {
+	defer m.Close()
+	srv := m.Server
+	if err := srv.Load(ctx); err != nil {
 		return err
 	}
 	opts := proxy.SyncOptions{
@@ -148,7 +148,7 @@ func verifyCmd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer m.cache.Close()
+	defer m.Close()
 	problems, err := verifyStore(c.Context, m, c.Bool("repair"))
 	if err != nil {
 		return err

@@ -4,8 +4,9 @@ import (
 	"context"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/proxy"
 )
 
-func verifyStore(ctx context.Context, m *mirror, repair bool) ([]cache.Problem, error) {
-	return cache.Verify(ctx, m.cache.Store(), repair)
+func verifyStore(ctx context.Context, m *proxy.Mirror, repair bool) ([]cache.Problem, error) {
+	return cache.Verify(ctx, m.Cache.Store(), repair)
 }

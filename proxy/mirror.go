@@ -1,0 +1,145 @@
+package proxy
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/upstream"
+)
+
+// Mirror is a wired mirror: its store, upstream pools, metrics and server.
+// Open builds it the one way serve, sync, verify, the tests and the
+// benchmarks all use.
+type Mirror struct {
+	Config   *config.Config
+	Log      *slog.Logger
+	Cache    *cache.Cache
+	Fleet    *cache.S3 // the shared bucket, or nil for the local disk store
+	Metrics  *Metrics
+	RefPack  *upstream.Pool
+	Hydrilla *upstream.Pool
+	Server   *Server
+}
+
+// OpenOptions are what a mirror needs beyond its configuration.
+type OpenOptions struct {
+	Logger *slog.Logger // nil: slog.Default()
+	// AccessLog, when set, writes the access lines (else they go through Logger).
+	AccessLog *AccessLog
+	Version   string // shown on the status page
+	UserAgent string // sent upstream
+	// Clock, when set, is the freshness policy's time source (tests).
+	Clock func() time.Time
+}
+
+// Open opens the store cfg names (the data directory, or the shared bucket of
+// --blob-store), the memory tier and the upstream pools, and builds the
+// server. The server is not loaded yet: call m.Server.Load before serving.
+func Open(ctx context.Context, cfg *config.Config, o OpenOptions) (*Mirror, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	dir, err := filepath.Abs(cfg.Data)
+	if err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	var store cache.Store
+	var tmp string
+	var fleet *cache.S3
+	diskBytes := cfg.DiskCacheSize
+	if cfg.BlobStore != "" {
+		u, err := url.Parse(cfg.BlobStore)
+		if err != nil {
+			return nil, fmt.Errorf("blob-store: %w", err)
+		}
+		fleet, err = cache.OpenS3(ctx, cache.S3Options{
+			Bucket: u.Host, Prefix: strings.Trim(u.Path, "/"), Endpoint: cfg.S3Endpoint, Region: cfg.S3Region,
+			PathStyle: cfg.S3PathStyle, LocalDir: filepath.Join(dir, "s3-local"), LocalBytes: cfg.DiskCacheSize,
+			LeaseTTL: cfg.S3LeaseTTL, Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("blob-store %s: %w", cfg.BlobStore, err)
+		}
+		// The bucket is shared: eviction must never delete from it. The
+		// replica's local tier has its own bound (LocalBytes).
+		store, tmp, diskBytes = fleet, fleet.TempDir(), 0
+	} else {
+		d, err := cache.OpenDisk(dir)
+		if err != nil {
+			return nil, fmt.Errorf("data: %w", err)
+		}
+		store, tmp = d, d.TempDir()
+	}
+	c, err := cache.New(ctx, store, tmp, cache.Options{
+		MemoryBytes: cfg.MemoryCacheSize, MemoryMaxItem: cfg.MemoryMaxItem, DiskBytes: diskBytes, Logger: log,
+		SweepUnnamedBlobs: fleet == nil, DeferAccounting: true,
+	})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	m := &Mirror{Config: cfg, Log: log, Cache: c, Fleet: fleet}
+	m.Metrics = NewMetrics(c)
+	m.Metrics.WatchFleet(fleet)
+	opts := upstream.Options{
+		ConnectTimeout: cfg.UpstreamConnectTimeout, HeaderTimeout: cfg.UpstreamHeaderTimeout,
+		MaxFails: cfg.MaxFails, FailTimeout: cfg.FailTimeout, UserAgent: o.UserAgent, Offline: cfg.Offline,
+		Observe: m.observe, Logger: log,
+	}
+	if cfg.UpstreamCA != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		pem, err := os.ReadFile(cfg.UpstreamCA)
+		if err != nil || !pool.AppendCertsFromPEM(pem) {
+			c.Close()
+			return nil, fmt.Errorf("upstream-ca: %s holds no PEM certificate", cfg.UpstreamCA)
+		}
+		opts.RootCAs = pool
+	}
+	if m.RefPack, err = upstream.NewPool("refpack", cfg.RefPackUpstreams, opts); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if m.Hydrilla, err = upstream.NewPool("hydrilla", cfg.HydrillaUpstreams, opts); err != nil {
+		c.Close()
+		return nil, err
+	}
+	for _, p := range []*upstream.Pool{m.RefPack, m.Hydrilla} {
+		for _, u := range p.Upstreams() {
+			m.Metrics.UpstreamUp.WithLabelValues(u.Base).Set(1)
+		}
+	}
+	m.Server = New(Options{
+		Config: cfg, Cache: c, RefPack: m.RefPack, Hydrilla: m.Hydrilla, Metrics: m.Metrics, Logger: log,
+		Version: o.Version, Fleet: fleet, AccessLog: o.AccessLog, Clock: o.Clock,
+	})
+	return m, nil
+}
+
+// Close closes the store (after the server has stopped serving).
+func (m *Mirror) Close() error { return m.Cache.Close() }
+
+// observe counts an upstream request and keeps regmirror_upstream_up current.
+func (m *Mirror) observe(u *upstream.Upstream, result string, d time.Duration) {
+	m.Metrics.UpstreamRequests.WithLabelValues(u.Base, result).Inc()
+	if d > 0 {
+		m.Metrics.UpstreamDuration.WithLabelValues(u.Base).Observe(d.Seconds())
+	}
+	up := 0.0
+	if u.Health().Up {
+		up = 1
+	}
+	m.Metrics.UpstreamUp.WithLabelValues(u.Base).Set(up)
+}
