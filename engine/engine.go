@@ -122,6 +122,9 @@ type Options struct {
 	Logger          *slog.Logger
 	// NoteError, when set, is told of failures worth showing on the status page.
 	NoteError func(string)
+	// Fill, when set, replaces the upstream fill as the innermost layer (the
+	// engine's tests fill from memory, with no HTTP server).
+	Fill Filler
 }
 
 // Engine resolves targets through the cache and the layered fill.
@@ -151,6 +154,9 @@ func New(o Options) *Engine {
 	}
 	e := &Engine{cache: o.Cache, policy: o.Policy, log: o.Logger, counters: o.Counters, note: o.NoteError}
 	var f Filler = &UpstreamFill{Cache: o.Cache, Policy: o.Policy, MaxBodySize: o.MaxBodySize, Timeout: o.UpstreamTimeout, eng: e}
+	if o.Fill != nil {
+		f = o.Fill
+	}
 	if o.Fleet != nil {
 		f = &Leased{Next: f, Fleet: o.Fleet, Cache: o.Cache, Policy: o.Policy}
 	}
@@ -176,7 +182,7 @@ func (e *Engine) Resolve(ctx context.Context, t *Target) (*Answer, error) {
 	if hot != nil && (hot.Entry.Class == cache.Immutable || !t.Refresh) && e.policy.DecideAt(hot.Entry, now) == Fresh {
 		return &Answer{Hot: hot, Outcome: HitOutcome, Upstream: hot.Entry.Upstream}, nil
 	}
-	if t.Pool.Offline() {
+	if t.Pool != nil && t.Pool.Offline() {
 		if hot != nil {
 			return e.Stale(hot, "offline"), nil
 		}
