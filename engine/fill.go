@@ -174,7 +174,8 @@ func (f *UpstreamFill) fill(ctx context.Context, t *Target, old *cache.Hot) (*An
 		e.FetchedAt = f.Policy.Now()
 		e.Pinned = e.Pinned || t.Pin
 		ageIfWritten(&e)
-		out := Outcome{Hit, "fwd=stale; fwd-status=304"}
+		// Revalidated is not a hit (RFC 9211, 2.2): it went forward.
+		out := MissBecause("fwd=stale; fwd-status=304")
 		hot, err := f.Cache.Put(ctx, &e, nil)
 		if err != nil {
 			f.eng.storeError("write")
