@@ -26,6 +26,7 @@ func NewAccessLog(w io.Writer, json bool) *AccessLog {
 // accessLine is what one access line reports.
 type accessLine struct {
 	id, method, path string
+	query            string // without its '?'; kept apart so no line allocates to join them
 	status           int
 	bytes            int64
 	duration         time.Duration
@@ -43,8 +44,13 @@ func (l *AccessLog) write(a *accessLine) {
 		b = appendJSONString(b, a.id)
 		b = append(b, `,"method":`...)
 		b = appendJSONString(b, a.method)
-		b = append(b, `,"path":`...)
-		b = appendJSONString(b, a.path)
+		b = append(b, `,"path":"`...)
+		b = appendJSONContent(b, a.path)
+		if a.query != "" {
+			b = append(b, '?')
+			b = appendJSONContent(b, a.query)
+		}
+		b = append(b, '"')
 		b = append(b, `,"status":`...)
 		b = strconv.AppendInt(b, int64(a.status), 10)
 		b = append(b, `,"bytes":`...)
@@ -64,7 +70,7 @@ func (l *AccessLog) write(a *accessLine) {
 		b = append(b, " method="...)
 		b = appendTextValue(b, a.method)
 		b = append(b, " path="...)
-		b = appendTextValue(b, a.path)
+		b = appendTextPath(b, a.path, a.query)
 		b = append(b, " status="...)
 		b = strconv.AppendInt(b, int64(a.status), 10)
 		b = append(b, " bytes="...)
@@ -100,11 +106,31 @@ func appendTextValue(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+// appendTextPath is appendTextValue of path + "?" + query (or path alone
+// when query is empty), without joining them.
+func appendTextPath(b []byte, path, query string) []byte {
+	if query == "" {
+		return appendTextValue(b, path)
+	}
+	// A query has '=' nearly always: quoted, piece by piece (a quoted string
+	// is its runes quoted one by one).
+	b = strconv.AppendQuote(b, path)
+	b = append(b[:len(b)-1], '?')
+	q := len(b)
+	b = strconv.AppendQuote(b, query)
+	return append(b[:q], b[q+1:]...)
+}
+
 // appendJSONString writes s as a JSON string, escaping what JSON requires and
 // replacing invalid UTF-8.
 func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
 	b = append(b, '"')
+	return append(appendJSONContent(b, s), '"')
+}
+
+// appendJSONContent is appendJSONString without the quotes.
+func appendJSONContent(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
@@ -127,5 +153,5 @@ func appendJSONString(b []byte, s string) []byte {
 		}
 		i += size
 	}
-	return append(b, '"')
+	return b
 }

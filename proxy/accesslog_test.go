@@ -40,3 +40,27 @@ func TestAccessLineJSON(t *testing.T) {
 		t.Errorf("fields: %v", m)
 	}
 }
+
+// The path goes with its query, in the form slog would give path+"?"+query.
+func TestAccessLineCarriesTheQuery(t *testing.T) {
+	for _, tt := range []struct{ path, query string }{
+		{"/packages/a/meta", "version=1.2.0"}, {"/p a\"th", "q=\"x\"\n&y=\xff"}, {"/list_all", ""},
+	} {
+		full := tt.path
+		if tt.query != "" {
+			full += "?" + tt.query
+		}
+		var text, js, want bytes.Buffer
+		NewAccessLog(&text, false).write(&accessLine{id: "i", method: "GET", path: tt.path, query: tt.query})
+		NewAccessLog(&js, true).write(&accessLine{id: "i", method: "GET", path: tt.path, query: tt.query})
+		slog.New(slog.NewTextHandler(&want, nil)).Info("request", "path", full)
+		wantPath := want.String()[strings.Index(want.String(), "path="):]
+		if !strings.Contains(text.String(), strings.TrimSuffix(wantPath, "\n")+" ") {
+			t.Errorf("text line %q, want %q", text.String(), wantPath)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(js.Bytes(), &m); err != nil || m["path"] != strings.ToValidUTF8(full, "\ufffd") {
+			t.Errorf("JSON line %q: path %q, want %q (%v)", js.String(), m["path"], full, err)
+		}
+	}
+}

@@ -67,9 +67,9 @@ type hitMemo struct {
 	hot  weak.Pointer[cache.Hot]
 	head [3][]byte // the head up to X-Request-Id's value, to Date's value, and its end
 	// For the request's metrics and access line, as the middleware gives them.
-	path, upstream string
-	requests       prometheus.Counter
-	duration       prometheus.Observer
+	path, query, upstream string
+	requests              prometheus.Counter
+	duration              prometheus.Observer
 }
 
 // fastHint says that the answer to this request is the entry under key and
@@ -120,7 +120,7 @@ func (f *fastHits) Answer(w *bufio.Writer, target []byte) bool {
 	f.s.metrics.FastLane.Inc()
 	f.s.noteRequest(string(engine.Hit))
 	if id != "" {
-		f.s.logRequest(context.Background(), &accessLine{id: id, method: http.MethodGet, path: m.path, status: http.StatusOK,
+		f.s.logRequest(context.Background(), &accessLine{id: id, method: http.MethodGet, path: m.path, query: m.query, status: http.StatusOK,
 			bytes: int64(len(hot.Body)), duration: d, cache: string(engine.Hit), upstream: m.upstream})
 	}
 	return true
@@ -158,7 +158,7 @@ func (f *fastHits) remember(w http.ResponseWriter, r *http.Request, hot *cache.H
 		return
 	}
 	api, route := classify(r.URL.Path)
-	m := &hitMemo{key: hot.Entry.Key, hot: weak.Make(hot), head: head, path: loggedPath(r), upstream: rec.upstream,
+	m := &hitMemo{key: hot.Entry.Key, hot: weak.Make(hot), head: head, path: r.URL.Path, query: r.URL.RawQuery, upstream: rec.upstream,
 		requests: f.s.metrics.Requests.WithLabelValues(api, route, "200", string(engine.Hit)),
 		duration: f.s.metrics.RequestDuration.WithLabelValues(api, string(engine.Hit))}
 	f.mu.Lock()

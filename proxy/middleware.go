@@ -40,19 +40,9 @@ func (s *Server) Handler() http.Handler {
 		s.metrics.Requests.WithLabelValues(api, route, strconv.Itoa(rec.status), xc).Inc()
 		s.metrics.RequestDuration.WithLabelValues(api, xc).Observe(d.Seconds())
 		s.noteRequest(xc)
-		s.logRequest(r.Context(), &accessLine{id: id, method: r.Method, path: loggedPath(r), status: rec.status,
+		s.logRequest(r.Context(), &accessLine{id: id, method: r.Method, path: r.URL.Path, query: r.URL.RawQuery, status: rec.status,
 			bytes: rec.bytes, duration: d, cache: xc, upstream: rec.upstream})
 	})
-}
-
-// loggedPath is the path an access line shows: with its query, so the
-// version of ?version=1.2.0 is visible (keys travel in headers, never in a
-// query the mirror logs).
-func loggedPath(r *http.Request) string {
-	if r.URL.RawQuery == "" {
-		return r.URL.Path
-	}
-	return r.URL.Path + "?" + r.URL.RawQuery
 }
 
 // logsRequests reports whether access lines are written.
@@ -63,7 +53,9 @@ func (s *Server) logsRequests(ctx context.Context) bool {
 	return s.log.Enabled(ctx, slog.LevelInfo)
 }
 
-// logRequest writes a request's access line when the log level lets it through.
+// logRequest writes a request's access line when the log level lets it
+// through. The path goes with its query, so the version of ?version=1.2.0 is
+// visible (keys travel in headers, never in a query the mirror logs).
 func (s *Server) logRequest(ctx context.Context, a *accessLine) {
 	if !s.logsRequests(ctx) {
 		return
@@ -71,8 +63,12 @@ func (s *Server) logRequest(ctx context.Context, a *accessLine) {
 	if s.access != nil {
 		s.access.write(a)
 	} else {
+		path := a.path
+		if a.query != "" {
+			path += "?" + a.query
+		}
 		s.log.LogAttrs(ctx, slog.LevelInfo, "request",
-			slog.String("id", a.id), slog.String("method", a.method), slog.String("path", a.path),
+			slog.String("id", a.id), slog.String("method", a.method), slog.String("path", path),
 			slog.Int("status", a.status), slog.Int64("bytes", a.bytes), slog.Duration("duration", a.duration),
 			slog.String("cache", a.cache), slog.String("upstream", a.upstream))
 	}
