@@ -20,6 +20,7 @@ import (
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/refpack"
+	"github.com/regmirror/regmirror/status"
 	"github.com/regmirror/regmirror/upstream"
 )
 
@@ -64,7 +65,7 @@ type Server struct {
 	mux     *http.ServeMux
 	hy      *catalogue.Catalogue
 	ready   atomic.Bool
-	stat    statusState   // what the status page shows beyond the metrics
+	stat    status.Board  // what the status page shows beyond the metrics
 	uploads chan struct{} // a slot per push being spooled and checked
 	fast    *fastHits     // what the fast lane answers; nil without it (Serve)
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/refpack/registrytest"
-	"github.com/regmirror/regmirror/upstream"
+	"github.com/regmirror/regmirror/status"
 )
 
 // statusServer is a Server over a fresh store, served on 127.0.0.1.
@@ -83,20 +83,20 @@ func fetch(t *testing.T, method, url string) (*http.Response, string) {
 	return resp, string(b)
 }
 
-func statusJSON(t *testing.T, s *statusServer) statusReport {
+func statusJSON(t *testing.T, s *statusServer) status.Report {
 	t.Helper()
 	resp, body := fetch(t, http.MethodGet, s.URL+"/status.json")
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("/status.json: %d %s %.200s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
-	var r statusReport
+	var r status.Report
 	if err := json.Unmarshal([]byte(body), &r); err != nil {
 		t.Fatalf("/status.json: %v\n%s", err, body)
 	}
 	return r
 }
 
-func findUpstream(t *testing.T, r statusReport, api, url string) upstreamStatus {
+func findUpstream(t *testing.T, r status.Report, api, url string) status.Upstream {
 	t.Helper()
 	for _, u := range r.Upstreams {
 		if u.API == api && u.URL == url {
@@ -104,7 +104,7 @@ func findUpstream(t *testing.T, r statusReport, api, url string) upstreamStatus 
 		}
 	}
 	t.Fatalf("no %s upstream %s in %+v", api, url, r.Upstreams)
-	return upstreamStatus{}
+	return status.Upstream{}
 }
 
 func TestStatusShowsUpstreamStates(t *testing.T) {
@@ -143,7 +143,7 @@ func TestStatusShowsUpstreamStates(t *testing.T) {
 	if u.State != "up" || u.StateText != "up" || u.LatencyMS <= 0 || u.LastError != "" {
 		t.Errorf("up upstream: %+v", u)
 	}
-	for _, d := range []upstreamStatus{findUpstream(t, r, "refpack", down), findUpstream(t, r, "hydrilla", hyDown)} {
+	for _, d := range []status.Upstream{findUpstream(t, r, "refpack", down), findUpstream(t, r, "hydrilla", hyDown)} {
 		if d.State != "skipped" || !strings.HasPrefix(d.StateText, "skipped until ") || d.SkipUntil == nil ||
 			!strings.HasPrefix(d.StateDetail, "1 failure in a row; retried in ") ||
 			d.LastErrorAt == nil || !strings.Contains(d.LastError, "connection refused") || d.Fails != 1 {
@@ -200,7 +200,7 @@ func TestStatusPageIsSelfContained(t *testing.T) {
 func TestStatusRequestFigures(t *testing.T) {
 	s := newStatusServer(t, []string{"http://127.0.0.1:1"}, []string{"http://127.0.0.1:1"}, nil)
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	s.status().now = func() time.Time { return now }
+	s.stat.Now = func() time.Time { return now }
 
 	// Since start comes from regmirror_requests_total, the series /metrics serves.
 	for xc, n := range map[string]int{"HIT": 6, "STALE": 1, "MISS": 3, "BYPASS": 2, "NONE": 4} {
@@ -263,7 +263,7 @@ func TestStatusRecentErrors(t *testing.T) {
 		t.Errorf("oldest kept: %+v", e)
 	}
 	s.noteError(strings.Repeat("é", 600) + " https://u:pw@h.example/")
-	if e := s.statusReport().RecentErrors[0]; len(e.What) > maxErrorText+len("…") || !strings.HasSuffix(e.What, "é…") {
+	if e := s.statusReport().RecentErrors[0]; len(e.What) > status.MaxErrorText+len("…") || !strings.HasSuffix(e.What, "é…") {
 		t.Errorf("a long error is kept as %d bytes: %.40q…", len(e.What), e.What)
 	}
 }
@@ -283,7 +283,7 @@ func TestStatusRecordSync(t *testing.T) {
 	if len(r.Syncs) != 3 {
 		t.Fatalf("syncs: %+v", r.Syncs)
 	}
-	bySrc := map[string]syncStatus{}
+	bySrc := map[string]status.Sync{}
 	for _, x := range r.Syncs {
 		bySrc[x.API+" "+x.Upstream] = x
 	}
@@ -329,44 +329,5 @@ func TestStatusCacheAndIndex(t *testing.T) {
 	}
 	if r.PatternIndex.Patterns != 0 {
 		t.Errorf("index: %+v", r.PatternIndex)
-	}
-}
-
-func TestUpstreamStates(t *testing.T) {
-	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	errAt := now.Add(-time.Minute)
-	for _, c := range []struct {
-		h                   upstream.Health
-		offline             bool
-		state, text, detail string
-	}{
-		{upstream.Health{}, false, "untried", "no request yet", ""},
-		{upstream.Health{}, true, "offline", "offline", "offline mode: never contacted"},
-		{upstream.Health{Up: true, Latency: 20 * time.Millisecond}, false, "up", "up", ""},
-		{upstream.Health{Up: true, Latency: time.Millisecond, LastError: "old", LastErrAt: errAt}, false, "up", "up", ""},
-		{upstream.Health{Fails: 2, LastError: "answered 503", LastErrAt: errAt}, false, "failing", "failing", "2 failures in a row"},
-		{upstream.Health{Fails: 3, SkipUntil: now.Add(25 * time.Second), LastErrAt: errAt}, false, "skipped", "skipped until 12:00:25 UTC", "3 failures in a row; retried in 25s"},
-		{upstream.Health{Fails: 3, SkipUntil: now.Add(-time.Second), LastErrAt: errAt}, false, "failing", "failing", "3 failures in a row"},
-	} {
-		c.h.API, c.h.URL = "hydrilla", "https://hydrilla.example/api_v2"
-		got := upstreamStatusOf(c.h, c.offline, now)
-		if got.State != c.state || got.StateText != c.text || got.StateDetail != c.detail {
-			t.Errorf("%+v: state %q %q %q, want %q %q %q", c.h, got.State, got.StateText, got.StateDetail, c.state, c.text, c.detail)
-		}
-	}
-}
-
-func TestFmtDuration(t *testing.T) {
-	for d, want := range map[time.Duration]string{
-		250 * time.Millisecond:                "250ms",
-		12 * time.Second:                      "12s",
-		4*time.Minute + 10*time.Second:        "4m 10s",
-		2*time.Hour + 5*time.Minute:           "2h 5m",
-		3*24*time.Hour + 4*time.Hour + 59e9:   "3d 4h",
-		59*time.Second + 600*time.Millisecond: "1m 0s",
-	} {
-		if got := fmtDuration(d); got != want {
-			t.Errorf("fmtDuration(%v) = %q, want %q", d, got, want)
-		}
 	}
 }

@@ -1,4 +1,9 @@
-package proxy
+// Package status is the mirror's status page (GET /) and its data (GET
+// /status.json): what an operator looks at first. It keeps what no other part
+// keeps (the last minutes of traffic, recent errors, the last sync results)
+// on a Board, and builds one Report from it and from what the server hands it
+// (Inputs), so the page and the JSON never disagree.
+package status
 
 import (
 	"bytes"
@@ -6,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -19,12 +25,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/upstream"
 )
-
-// The status page (GET /) and its data (GET /status.json): what an operator
-// looks at first. Both are built from one statusReport, so they never disagree.
 
 //go:embed status.html
 var statusHTML string
@@ -65,21 +69,37 @@ const (
 	statusMaxErrors = 20
 	// Distinct failures of one sync shown; the rest are counted.
 	statusSyncFailures = 5
-	// Longest error text kept (paths of hostile requests can be long).
-	maxErrorText = 1000
+	// MaxErrorText is the longest error text kept (paths of hostile requests
+	// can be long).
+	MaxErrorText = 1000
 )
 
-// statusState is what the status page needs that no other part of the server
+// Board is what the status page needs that no other part of the server
 // keeps: the last few minutes of traffic, recent errors, the last sync results.
 // Its zero value is ready to use.
-type statusState struct {
-	now func() time.Time // the clock when set (tests); else time.Now
+type Board struct {
+	// Now is the clock when set (tests); else time.Now.
+	Now func() time.Time
 
 	mu      sync.Mutex
 	buckets [int(statusWindow / time.Second)]trafficBucket
 	errors  []recentError // oldest first, at most statusMaxErrors
-	syncs   map[string]*SyncResult
+	syncs   map[string]*SyncRun
 }
+
+// SyncRun is what the page shows of one upstream's sync.
+type SyncRun struct {
+	API, Upstream  string
+	Started, Ended time.Time
+	Items, Files   int
+	Packages, Held int
+	Bytes          int64
+	Failed         []string
+	Err            error
+}
+
+// OK reports whether nothing failed.
+func (r *SyncRun) OK() bool { return r.Err == nil && len(r.Failed) == 0 }
 
 type trafficBucket struct {
 	sec int64 // Unix second this bucket counts
@@ -110,20 +130,17 @@ type recentError struct {
 	Count       int
 }
 
-func (s *Server) status() *statusState { return &s.stat }
-
-func (st *statusState) clock() time.Time {
-	if st.now != nil {
-		return st.now()
+func (st *Board) clock() time.Time {
+	if st.Now != nil {
+		return st.Now()
 	}
 	return time.Now()
 }
 
-// noteRequest counts one answered request by its X-Cache value (HIT, MISS,
+// NoteRequest counts one answered request by its X-Cache value (HIT, MISS,
 // STALE, BYPASS, or NONE for answers that did not go through the cache) for
 // the status page's last-5-minutes figures. The access-log middleware calls it.
-func (s *Server) noteRequest(xcache string) {
-	st := s.status()
+func (st *Board) NoteRequest(xcache string) {
 	sec := st.clock().Unix()
 	st.mu.Lock()
 	b := &st.buckets[sec%int64(len(st.buckets))]
@@ -134,16 +151,15 @@ func (s *Server) noteRequest(xcache string) {
 	st.mu.Unlock()
 }
 
-// noteError records a problem for the status page's recent errors. A repeat
+// NoteError records a problem for the status page's recent errors. A repeat
 // of the newest one is counted instead of pushing older ones out, so one
 // failing upstream does not hide everything else. what must hold no secret;
 // credentials in URLs are masked anyway.
-func (s *Server) noteError(what string) {
+func (st *Board) NoteError(what string) {
 	what = scrubSecrets(what) // before cutting, which could split a URL
-	if len(what) > maxErrorText {
-		what = strings.ToValidUTF8(what[:maxErrorText], "") + "…"
+	if len(what) > MaxErrorText {
+		what = strings.ToValidUTF8(what[:MaxErrorText], "") + "…"
 	}
-	st := s.status()
 	now := st.clock()
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -161,47 +177,46 @@ func (s *Server) noteError(what string) {
 
 // RecordSync keeps r as the latest sync of its upstream for the status page;
 // a sync that did not succeed is also a recent error.
-func (s *Server) RecordSync(r *SyncResult) {
+func (st *Board) RecordSync(r *SyncRun) {
 	if r == nil {
 		return
 	}
 	c := *r
 	c.Failed = append([]string(nil), r.Failed...)
-	st := s.status()
 	st.mu.Lock()
 	if st.syncs == nil {
-		st.syncs = map[string]*SyncResult{}
+		st.syncs = map[string]*SyncRun{}
 	}
 	st.syncs[r.API+" "+r.Upstream] = &c
 	st.mu.Unlock()
 	switch {
 	case r.Err != nil:
-		s.noteError(fmt.Sprintf("sync of %s upstream %s failed: %v", r.API, redactURL(r.Upstream), r.Err))
+		st.NoteError(fmt.Sprintf("sync of %s upstream %s failed: %v", r.API, redactURL(r.Upstream), r.Err))
 	case len(r.Failed) > 0:
-		s.noteError(fmt.Sprintf("sync of %s upstream %s: %d object(s) failed, first: %s", r.API, redactURL(r.Upstream), len(r.Failed), r.Failed[0]))
+		st.NoteError(fmt.Sprintf("sync of %s upstream %s: %d object(s) failed, first: %s", r.API, redactURL(r.Upstream), len(r.Failed), r.Failed[0]))
 	}
 }
 
-// statusReport is the content of the status page and of /status.json.
-type statusReport struct {
+// Report is the content of the status page and of /status.json.
+type Report struct {
 	Version       string           `json:"version"`
 	Started       time.Time        `json:"started"`
 	Now           time.Time        `json:"now"`
 	UptimeSeconds float64          `json:"uptime_seconds"`
 	Ready         bool             `json:"ready"`
 	Offline       bool             `json:"offline"`
-	Upstreams     []upstreamStatus `json:"upstreams"`
-	Requests      requestStatus    `json:"requests"`
-	Cache         cacheStatus      `json:"cache"`
-	PatternIndex  indexStatus      `json:"pattern_index"`
-	Syncs         []syncStatus     `json:"syncs"`
-	RecentErrors  []errorStatus    `json:"recent_errors"`
-	BlobStore     blobStoreStatus  `json:"blob_store"`
+	Upstreams     []Upstream `json:"upstreams"`
+	Requests      Requests    `json:"requests"`
+	Cache         Cache      `json:"cache"`
+	PatternIndex  Index      `json:"pattern_index"`
+	Syncs         []Sync     `json:"syncs"`
+	RecentErrors  []Error    `json:"recent_errors"`
+	BlobStore     BlobStore  `json:"blob_store"`
 }
 
-// blobStoreStatus is the store under the cache: the local disk, or the bucket
+// BlobStore is the store under the cache: the local disk, or the bucket
 // replicas share (design.md, "Scale past one machine").
-type blobStoreStatus struct {
+type BlobStore struct {
 	Kind string `json:"kind"` // "disk" or "s3"
 	URL  string `json:"url,omitempty"`
 	Up   bool   `json:"up"`
@@ -215,7 +230,8 @@ type blobStoreStatus struct {
 	LocalFiles  int64 `json:"local_files"`
 }
 
-type upstreamStatus struct {
+// Upstream is one upstream's health.
+type Upstream struct {
 	API string `json:"api"`
 	URL string `json:"url"`
 	// State is up, failing, skipped, untried (no request yet) or offline.
@@ -229,12 +245,14 @@ type upstreamStatus struct {
 	LatencyMS   float64    `json:"latency_ms"` // the last request's time to response headers
 }
 
-type requestStatus struct {
-	SinceStart trafficStatus `json:"since_start"`
-	Last5Min   trafficStatus `json:"last_5m"`
+// Requests are the traffic figures.
+type Requests struct {
+	SinceStart Traffic `json:"since_start"`
+	Last5Min   Traffic `json:"last_5m"`
 }
 
-type trafficStatus struct {
+// Traffic counts answers by cache result.
+type Traffic struct {
 	Requests int64 `json:"requests"`
 	Hit      int64 `json:"hit"`
 	Miss     int64 `json:"miss"`
@@ -245,12 +263,14 @@ type trafficStatus struct {
 	HitRatio *float64 `json:"hit_ratio"`
 }
 
-type cacheStatus struct {
-	Tiers     []tierStatus `json:"tiers"`
+// Cache is the store's tiers.
+type Cache struct {
+	Tiers     []Tier `json:"tiers"`
 	Evictions int64        `json:"evictions"`
 }
 
-type tierStatus struct {
+// Tier is one tier of the store.
+type Tier struct {
 	Tier       string `json:"tier"`
 	Bytes      int64  `json:"bytes"`
 	Entries    int64  `json:"entries"`
@@ -258,12 +278,14 @@ type tierStatus struct {
 	LimitNote  string `json:"limit_note,omitempty"`
 }
 
-type indexStatus struct {
+// Index is the Hydrilla pattern index.
+type Index struct {
 	Patterns     int `json:"patterns"`
 	ItemVersions int `json:"item_versions"` // Hydrilla item versions held
 }
 
-type syncStatus struct {
+// Sync is one upstream's last sync.
+type Sync struct {
 	API      string `json:"api"`
 	Upstream string `json:"upstream"`
 	// Result is ok, failed, or never (no sync since start); LastSuccess may
@@ -283,25 +305,47 @@ type syncStatus struct {
 	LastSuccess     *time.Time `json:"last_success,omitempty"`
 }
 
-type errorStatus struct {
+// Error is one recent error (a run of repeats counted).
+type Error struct {
 	At    time.Time `json:"at"`    // the latest occurrence
 	First time.Time `json:"first"` // the first of a run of repeats
 	Count int       `json:"count"`
 	What  string    `json:"what"`
 }
 
-func (s *Server) statusReport() *statusReport {
-	st := s.status()
+// Inputs are what the server hands the board to build a report.
+type Inputs struct {
+	Version string
+	Started time.Time
+	Ready   bool
+	Offline bool
+	Pools   []*upstream.Pool
+	// Requests is regmirror_requests_total: the since-start figures are the
+	// very counters /metrics serves.
+	Requests *prometheus.CounterVec
+	Cache    *cache.Cache // nil: no cache figures
+	// MemoryLimit and DiskLimit are the configured sizes (0: disabled, no limit).
+	MemoryLimit, DiskLimit int64
+	Fleet                  *cache.S3 // the shared bucket, or nil
+	BlobStore, S3Endpoint  string
+	Patterns, ItemVersions int
+	// HydrillaSyncs is when each Hydrilla upstream's last complete sync
+	// ended, as the store records it.
+	HydrillaSyncs map[string]time.Time
+}
+
+// Report builds the status report.
+func (st *Board) Report(in Inputs) *Report {
 	now := st.clock()
-	r := &statusReport{
-		Version: s.version, Started: s.started.UTC(), Now: now.UTC(),
-		UptimeSeconds: now.Sub(s.started).Round(time.Second).Seconds(),
-		Ready:         s.ready.Load(), Offline: s.cfg.Offline,
+	r := &Report{
+		Version: in.Version, Started: in.Started.UTC(), Now: now.UTC(),
+		UptimeSeconds: now.Sub(in.Started).Round(time.Second).Seconds(),
+		Ready:         in.Ready, Offline: in.Offline,
 		// Empty lists are [] in JSON, not null.
-		Upstreams: []upstreamStatus{}, Syncs: []syncStatus{}, RecentErrors: []errorStatus{},
+		Upstreams: []Upstream{}, Syncs: []Sync{}, RecentErrors: []Error{},
 	}
 	var pools []*upstream.Pool
-	for _, p := range []*upstream.Pool{s.refpack, s.hydrilla} {
+	for _, p := range in.Pools {
 		if p != nil {
 			pools = append(pools, p)
 		}
@@ -312,7 +356,7 @@ func (s *Server) statusReport() *statusReport {
 		}
 	}
 
-	r.Requests.SinceStart = trafficOf(s.requestTotals())
+	r.Requests.SinceStart = trafficOf(requestTotals(in.Requests))
 	st.mu.Lock()
 	var last trafficCounts
 	for _, b := range st.buckets {
@@ -326,41 +370,40 @@ func (s *Server) statusReport() *statusReport {
 	}
 	for i := len(st.errors) - 1; i >= 0; i-- {
 		e := st.errors[i]
-		r.RecentErrors = append(r.RecentErrors, errorStatus{At: e.Last.UTC(), First: e.First.UTC(), Count: e.Count, What: e.What})
+		r.RecentErrors = append(r.RecentErrors, Error{At: e.Last.UTC(), First: e.First.UTC(), Count: e.Count, What: e.What})
 	}
-	syncs := make(map[string]*SyncResult, len(st.syncs))
+	syncs := make(map[string]*SyncRun, len(st.syncs))
 	for k, v := range st.syncs {
 		syncs[k] = v
 	}
 	st.mu.Unlock()
 	r.Requests.Last5Min = trafficOf(last)
 
-	if s.cache != nil {
-		cs := s.cache.Stats()
-		mem := tierStatus{Tier: "memory", Bytes: cs.MemoryBytes, Entries: cs.MemoryEntries, LimitBytes: s.cfg.MemoryCacheSize}
+	if in.Cache != nil {
+		cs := in.Cache.Stats()
+		mem := Tier{Tier: "memory", Bytes: cs.MemoryBytes, Entries: cs.MemoryEntries, LimitBytes: in.MemoryLimit}
 		if mem.LimitBytes == 0 {
 			mem.LimitNote = "disabled"
 		}
-		disk := tierStatus{Tier: "disk", Bytes: cs.DiskBytes, Entries: cs.DiskEntries, LimitBytes: s.cfg.DiskCacheSize}
+		disk := Tier{Tier: "disk", Bytes: cs.DiskBytes, Entries: cs.DiskEntries, LimitBytes: in.DiskLimit}
 		if disk.LimitBytes == 0 {
 			disk.LimitNote = "no limit"
 		}
-		r.Cache = cacheStatus{Tiers: []tierStatus{mem, disk}, Evictions: cs.Evictions}
+		r.Cache = Cache{Tiers: []Tier{mem, disk}, Evictions: cs.Evictions}
 	}
-	r.BlobStore = blobStoreStatus{Kind: "disk", Up: true}
-	if s.fleet != nil {
-		fs := s.fleet.Stats()
-		r.BlobStore = blobStoreStatus{Kind: "s3", URL: s.cfg.BlobStore, Up: fs.Up, Errors: fs.Errors,
+	r.BlobStore = BlobStore{Kind: "disk", Up: true}
+	if in.Fleet != nil {
+		fs := in.Fleet.Stats()
+		r.BlobStore = BlobStore{Kind: "s3", URL: in.BlobStore, Up: fs.Up, Errors: fs.Errors,
 			FailOpen: fs.FillFailOpen, SharedFills: fs.FillShared, LocalBytes: fs.LocalBytes, LocalFiles: fs.LocalFiles}
-		if s.cfg.S3Endpoint != "" {
-			r.BlobStore.URL += " at " + redactURL(s.cfg.S3Endpoint)
+		if in.S3Endpoint != "" {
+			r.BlobStore.URL += " at " + redactURL(in.S3Endpoint)
 		}
 	}
-	r.PatternIndex = indexStatus{Patterns: s.hy.Patterns(), ItemVersions: s.hy.Size()}
+	r.PatternIndex = Index{Patterns: in.Patterns, ItemVersions: in.ItemVersions}
 
-	held := s.hy.Syncs()
-	lastOK := make(map[string]time.Time, len(held))
-	for k, v := range held {
+	lastOK := make(map[string]time.Time, len(in.HydrillaSyncs))
+	for k, v := range in.HydrillaSyncs {
 		lastOK["hydrilla "+k] = v
 	}
 	seen := map[string]bool{}
@@ -384,8 +427,8 @@ func (s *Server) statusReport() *statusReport {
 	return r
 }
 
-func upstreamStatusOf(h upstream.Health, offline bool, now time.Time) upstreamStatus {
-	us := upstreamStatus{API: h.API, URL: redactURL(h.URL), Fails: h.Fails, LastError: scrubSecrets(h.LastError),
+func upstreamStatusOf(h upstream.Health, offline bool, now time.Time) Upstream {
+	us := Upstream{API: h.API, URL: redactURL(h.URL), Fails: h.Fails, LastError: scrubSecrets(h.LastError),
 		LatencyMS: float64(h.Latency.Microseconds()) / 1000}
 	if !h.LastErrAt.IsZero() {
 		t := h.LastErrAt.UTC()
@@ -412,8 +455,8 @@ func upstreamStatusOf(h upstream.Health, offline bool, now time.Time) upstreamSt
 	return us
 }
 
-func trafficOf(c trafficCounts) trafficStatus {
-	t := trafficStatus{Requests: c.requests, Hit: c.hit, Miss: c.miss, Stale: c.stale, Bypass: c.bypass}
+func trafficOf(c trafficCounts) Traffic {
+	t := Traffic{Requests: c.requests, Hit: c.hit, Miss: c.miss, Stale: c.stale, Bypass: c.bypass}
 	if n := c.hit + c.stale + c.miss; n > 0 {
 		r := float64(c.hit+c.stale) / float64(n)
 		t.HitRatio = &r
@@ -423,11 +466,14 @@ func trafficOf(c trafficCounts) trafficStatus {
 
 // requestTotals sums regmirror_requests_total by cache result: the since-start
 // figures are the very counters /metrics serves.
-func (s *Server) requestTotals() trafficCounts {
+func requestTotals(requests *prometheus.CounterVec) trafficCounts {
 	var c trafficCounts
+	if requests == nil {
+		return c
+	}
 	ch := make(chan prometheus.Metric, 64)
 	go func() {
-		s.metrics.Requests.Collect(ch)
+		requests.Collect(ch)
 		close(ch)
 	}()
 	for m := range ch {
@@ -446,8 +492,8 @@ func (s *Server) requestTotals() trafficCounts {
 	return c
 }
 
-func syncStatusOf(api, base string, r *SyncResult, lastOK time.Time) syncStatus {
-	ss := syncStatus{API: api, Upstream: redactURL(base), Result: "never"}
+func syncStatusOf(api, base string, r *SyncRun, lastOK time.Time) Sync {
+	ss := Sync{API: api, Upstream: redactURL(base), Result: "never"}
 	if r != nil {
 		started, ended := r.Started.UTC(), r.Ended.UTC()
 		ss.Started, ss.Ended = &started, &ended
@@ -480,8 +526,8 @@ func syncStatusOf(api, base string, r *SyncResult, lastOK time.Time) syncStatus 
 	return ss
 }
 
-func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request, path string) {
-	rep := s.statusReport()
+// Serve writes the report as the page (path "/") or as JSON ("/status.json").
+func Serve(w http.ResponseWriter, r *http.Request, path string, rep *Report, log *slog.Logger) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -490,15 +536,15 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request, path string
 		enc := json.NewEncoder(&buf)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
-			s.log.Error("status.json", "err", err)
-			writeError(w, http.StatusInternalServerError, "Internal Server Error", "the status could not be encoded")
+			log.Error("status.json", "err", err)
+			http.Error(w, "the status could not be encoded", http.StatusInternalServerError)
 			return
 		}
 		h.Set("Content-Type", "application/json")
 	} else {
 		if err := statusTmpl.Execute(&buf, rep); err != nil {
-			s.log.Error("status page", "err", err)
-			writeError(w, http.StatusInternalServerError, "Internal Server Error", "the status page could not be rendered")
+			log.Error("status page", "err", err)
+			http.Error(w, "the status page could not be rendered", http.StatusInternalServerError)
 			return
 		}
 		h.Set("Content-Type", "text/html; charset=utf-8")

@@ -1,0 +1,43 @@
+package proxy
+
+import (
+	"net/http"
+
+	"github.com/regmirror/regmirror/status"
+	"github.com/regmirror/regmirror/upstream"
+)
+
+// The status page lives in package status; the server keeps its Board and
+// hands it what it reads when a report is asked for.
+
+// noteRequest counts one answered request by its X-Cache value for the status
+// page's last-5-minutes figures.
+func (s *Server) noteRequest(xcache string) { s.stat.NoteRequest(xcache) }
+
+// noteError records a problem for the status page's recent errors.
+func (s *Server) noteError(what string) { s.stat.NoteError(what) }
+
+// RecordSync keeps r as the latest sync of its upstream for the status page;
+// a sync that did not succeed is also a recent error.
+func (s *Server) RecordSync(r *SyncResult) {
+	if r == nil {
+		return
+	}
+	s.stat.RecordSync(&status.SyncRun{API: r.API, Upstream: r.Upstream, Started: r.Started, Ended: r.Ended,
+		Items: r.Items, Files: r.Files, Packages: r.Packages, Held: r.Held, Bytes: r.Bytes, Failed: r.Failed, Err: r.Err})
+}
+
+// statusReport is what the status page and /status.json show now.
+func (s *Server) statusReport() *status.Report {
+	return s.stat.Report(status.Inputs{
+		Version: s.version, Started: s.started, Ready: s.ready.Load(), Offline: s.cfg.Offline,
+		Pools: []*upstream.Pool{s.refpack, s.hydrilla}, Requests: s.metrics.Requests, Cache: s.cache,
+		MemoryLimit: s.cfg.MemoryCacheSize, DiskLimit: s.cfg.DiskCacheSize,
+		Fleet: s.fleet, BlobStore: s.cfg.BlobStore, S3Endpoint: s.cfg.S3Endpoint,
+		Patterns: s.hy.Patterns(), ItemVersions: s.hy.Size(), HydrillaSyncs: s.hy.Syncs(),
+	})
+}
+
+func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request, path string) {
+	status.Serve(w, r, path, s.statusReport(), s.log)
+}
