@@ -199,14 +199,14 @@ func (st *Board) RecordSync(r *SyncRun) {
 
 // Report is the content of the status page and of /status.json.
 type Report struct {
-	Version       string           `json:"version"`
-	Started       time.Time        `json:"started"`
-	Now           time.Time        `json:"now"`
-	UptimeSeconds float64          `json:"uptime_seconds"`
-	Ready         bool             `json:"ready"`
-	Offline       bool             `json:"offline"`
+	Version       string     `json:"version"`
+	Started       time.Time  `json:"started"`
+	Now           time.Time  `json:"now"`
+	UptimeSeconds float64    `json:"uptime_seconds"`
+	Ready         bool       `json:"ready"`
+	Offline       bool       `json:"offline"`
 	Upstreams     []Upstream `json:"upstreams"`
-	Requests      Requests    `json:"requests"`
+	Requests      Requests   `json:"requests"`
 	Cache         Cache      `json:"cache"`
 	PatternIndex  Index      `json:"pattern_index"`
 	Syncs         []Sync     `json:"syncs"`
@@ -266,7 +266,7 @@ type Traffic struct {
 // Cache is the store's tiers.
 type Cache struct {
 	Tiers     []Tier `json:"tiers"`
-	Evictions int64        `json:"evictions"`
+	Evictions int64  `json:"evictions"`
 }
 
 // Tier is one tier of the store.
