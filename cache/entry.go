@@ -55,20 +55,5 @@ type Entry struct {
 	Meta json.RawMessage `json:"meta,omitempty"`
 }
 
-// Age is how long ago the upstream last confirmed the entry.
-func (e *Entry) Age(now time.Time) time.Duration { return now.Sub(e.FetchedAt) }
-
-// Fresh reports whether e may be served without asking the upstream.
-func (e *Entry) Fresh(now time.Time, maxAge, negativeMaxAge time.Duration) bool {
-	switch e.Class {
-	case Immutable:
-		return true
-	case Negative:
-		return e.Age(now) < negativeMaxAge
-	default:
-		return e.Age(now) < maxAge
-	}
-}
-
 // StrongETag is the entry's own validator: the quoted sha256 of its bytes.
 func (e *Entry) StrongETag() string { return `"` + e.Digest + `"` }

@@ -79,15 +79,11 @@ type Leased struct {
 func (l *Leased) Fill(ctx context.Context, t *Target, old *cache.Hot) (*Answer, error) {
 	start := l.Policy.Now()
 	var a *Answer
-	done := func(e *cache.Entry) bool {
-		if t.Refresh {
-			return !e.FetchedAt.Before(start)
-		}
-		if old != nil && !e.FetchedAt.After(old.Entry.FetchedAt) {
-			return false
-		}
-		return l.Policy.Fresh(e)
+	var oldEntry *cache.Entry
+	if old != nil {
+		oldEntry = old.Entry
 	}
+	done := func(e *cache.Entry) bool { return l.Policy.FilledSince(e, oldEntry, start, t.Refresh) }
 	e, filled, err := l.Fleet.FillOnce(ctx, string(t.Key), 50*time.Millisecond, done, func(ctx context.Context) error {
 		var err error
 		a, err = l.Next.Fill(ctx, t, old)

@@ -75,7 +75,12 @@ func (p *Policy) DecideAt(e *cache.Entry, now time.Time) Verdict {
 
 // Fresh reports whether e may be served without asking the upstream: the
 // cached-hit path's one question.
-func (p *Policy) Fresh(e *cache.Entry) bool { return p.DecideAt(e, p.Now()) == Fresh }
+func (p *Policy) Fresh(e *cache.Entry) bool {
+	if e.Class == cache.Immutable { // no clock read on the cached-hit path
+		return true
+	}
+	return p.DecideAt(e, p.Now()) == Fresh
+}
 
 // FreshAt is Fresh at a given time (the fast lane's request time).
 func (p *Policy) FreshAt(e *cache.Entry, now time.Time) bool { return p.DecideAt(e, now) == Fresh }
@@ -94,10 +99,36 @@ func (p *Policy) TTL(e *cache.Entry) (ttl int64, ok bool) {
 }
 
 // AlreadyStale is a fetch time that makes a mutable entry due for
-// revalidation now (but still usable as STALE): what a write does to the
-// entries it made out of date.
+// revalidation now (but still usable as STALE): what a fill that raced a
+// write stores.
 func (p *Policy) AlreadyStale() time.Time {
 	return p.Now().Add(-p.MetadataMaxAge - time.Second)
+}
+
+// MakeStale makes e due for revalidation now, keeping it usable as STALE:
+// what a write does to the entries it made out of date. It reports whether e
+// changed.
+func (p *Policy) MakeStale(e *cache.Entry) bool {
+	stale := p.AlreadyStale()
+	if !e.FetchedAt.After(stale) {
+		return false
+	}
+	e.FetchedAt = stale
+	return true
+}
+
+// FilledSince reports whether e, an entry another replica stored while this
+// one waited for the fleet's lease, answers a fill that began at start: for a
+// refresh (sync), one fetched since; else one newer than old (the entry being
+// revalidated, if any) and fresh.
+func (p *Policy) FilledSince(e *cache.Entry, old *cache.Entry, start time.Time, refresh bool) bool {
+	if refresh {
+		return !e.FetchedAt.Before(start)
+	}
+	if old != nil && !e.FetchedAt.After(old.FetchedAt) {
+		return false
+	}
+	return p.Fresh(e)
 }
 
 // SyncCurrent reports whether a sync completed at `at` still lets the mirror

@@ -115,12 +115,12 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 	}
 }
 
-// serveHeld answers from a held immutable entry without building the fetch
-// target a miss needs: the cached-hit hot path. It reports whether it answered.
-// Other entries (a not-found answer ages) are left to the fetch path.
+// serveHeld answers from a held entry the policy calls fresh without
+// building the fetch target a miss needs: the cached-hit hot path. It reports
+// whether it answered; anything else is left to the fetch path.
 func (s *Server) serveHeld(w http.ResponseWriter, r *http.Request, key engine.Key, floor engine.Outcome) bool {
 	hot, err := s.cache.Lookup(r.Context(), string(key))
-	if err != nil || hot.Entry.Class != cache.Immutable {
+	if err != nil || !s.eng.Policy().Fresh(hot.Entry) {
 		return false
 	}
 	a := &engine.Answer{Hot: hot, Outcome: engine.HitOutcome.AtLeast(floor), Upstream: hot.Entry.Upstream}

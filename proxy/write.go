@@ -389,13 +389,10 @@ func (s *Server) invalidate(ctx context.Context, inv *invalidation) {
 		s.metrics.StoreErrors.WithLabelValues("read").Inc()
 		s.log.Error("invalidate after write: list entries", "err", err)
 	}
-	stale := s.eng.Policy().AlreadyStale()
 	for _, e := range entries {
 		s.eng.Forget(engine.Key(e.Key))
 		if e.Class == cache.Mutable && e.Status == http.StatusOK {
-			if e.FetchedAt.After(stale) {
-				e.FetchedAt = stale
-			}
+			s.eng.Policy().MakeStale(e)
 			if _, err = s.cache.Put(ctx, e, nil); err == nil {
 				continue
 			}
