@@ -57,6 +57,9 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 			"a package id is one or two segments (owner/name) of letters, digits, '-' and '_'")
 		return
 	}
+	// From here on the package id (rt.ID, so its owner) is known and no
+	// upstream has been asked: the place where an id's owner decides who
+	// answers it.
 	if rt.Sub == refpack.SubArchive {
 		if r.Method != http.MethodPost {
 			methodNotAllowed(w, "POST")

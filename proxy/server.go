@@ -1,6 +1,8 @@
 // Package proxy holds the HTTP handlers of both registry APIs: routing, input
-// validation, answering through the cache with coalesced upstream fetches and
-// stale serving, error bodies, and the mirror's own endpoints.
+// validation, what each route asks of the read-through engine (package
+// engine: freshness, coalesced and verified fills, stale answers, cache
+// headers) and how it answers, and the mirror's own endpoints. Open wires a
+// whole mirror.
 package proxy
 
 import (
