@@ -112,13 +112,32 @@ func appendTextPath(b []byte, path, query string) []byte {
 	if query == "" {
 		return appendTextValue(b, path)
 	}
-	// A query has '=' nearly always: quoted, piece by piece (a quoted string
-	// is its runes quoted one by one).
+	// A query has '=' nearly always, so the value is quoted. Printable ASCII
+	// without quotes or backslashes quotes as itself: the common case, kept
+	// off strconv's rune-by-rune path.
+	if plainASCII(path) && plainASCII(query) {
+		b = append(b, '"')
+		b = append(b, path...)
+		b = append(b, '?')
+		b = append(b, query...)
+		return append(b, '"')
+	}
+	// Else piece by piece (a quoted string is its runes quoted one by one).
 	b = strconv.AppendQuote(b, path)
 	b = append(b[:len(b)-1], '?')
 	q := len(b)
 	b = strconv.AppendQuote(b, query)
 	return append(b[:q], b[q+1:]...)
+}
+
+// plainASCII reports whether s is printable ASCII without '"' or '\\'.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c > '~' || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // appendJSONString writes s as a JSON string, escaping what JSON requires and
