@@ -408,9 +408,14 @@ func (s *Server) hyListAll(w http.ResponseWriter, r *http.Request) {
 	var lists []*hydrilla.List
 	fresh, failed, answered := 0, 0, 0
 	var lastErr error
+	var stored *engine.Answer // the one upstream's stored list, stale, not all of it held
 	for _, up := range ups {
 		a, err := s.eng.Resolve(r.Context(), s.hyListTarget(up))
 		var nf *upstream.NotFoundError
+		if err == nil && a.Relay != nil && len(ups) == 1 {
+			s.respond(w, r, a) // the upstream's own answer (a 403, a redirect …)
+			return
+		}
 		if err == nil && a.Relay == nil && a.Hot.Entry.Status == http.StatusOK {
 			body := a.Hot.Body
 			if body == nil {
@@ -433,6 +438,9 @@ func (s *Server) hyListAll(w http.ResponseWriter, r *http.Request) {
 					}
 					continue
 				}
+				if len(ups) == 1 {
+					stored = a
+				}
 			}
 		}
 		// An upstream without /list_all (1.x) is not a failure; one that fails is.
@@ -449,7 +457,12 @@ func (s *Server) hyListAll(w http.ResponseWriter, r *http.Request) {
 	}
 	var out engine.Outcome
 	switch {
+	case answered == 0 && s.hy.Size() == 0 && stored != nil:
+		// Nothing held to rebuild a list from: the upstream's own, stored.
+		s.respond(w, r, stored)
+		return
 	case answered == 0 && s.hy.Size() == 0 && lastErr != nil:
+		// Never an empty list made from nothing (design.md, honest answers).
 		s.fail(w, r, lastErr)
 		return
 	case failed > 0:
