@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/hydrilla/hydrillatest"
 	"github.com/regmirror/regmirror/refpack/registrytest"
 )
@@ -28,8 +29,9 @@ func bigPackage(t testing.TB, reg *registrytest.Registry, size int) []byte {
 const (
 	bigZipPath     = "/packages/acme/big?version=1.0.0" // as clients ask the mirror
 	bigZipUpstream = "/packages/acme%2Fbig"             // as the mirror asks the registry
-	bigZipKey      = "rp/zip/acme/big@1.0.0"
 )
+
+var bigZipKey = string(engine.RefPackZip("acme/big", "1.0.0"))
 
 // zipFetches counts the registry's downloads of the acme/big zip.
 func zipFetches(reg *registrytest.Registry) int {
@@ -238,12 +240,12 @@ func TestKillDuringSync(t *testing.T) {
 	snapshot := copyDir(t, data)
 	stored := map[string]bool{}
 	for k, e := range readIndex(t, snapshot) {
-		switch {
-		case strings.HasPrefix(k, "hy/item/"):
-			stored["/"+strings.TrimPrefix(k, "hy/item/")] = true
-		case strings.HasPrefix(k, "hy/file/"):
-			stored["/file/sha256/"+strings.TrimPrefix(k, "hy/file/")] = true
-		case strings.HasPrefix(k, "hy/sync/"):
+		switch p, _ := engine.Parse(k); p.Kind {
+		case engine.KindHydrillaItem:
+			stored["/"+p.Sub+"/"+p.ID+"/"+p.Version] = true
+		case engine.KindHydrillaFile:
+			stored["/file/sha256/"+p.Rest] = true
+		case engine.KindHydrillaSync:
 			t.Errorf("a killed sync recorded a complete sync: %q %+v", k, e)
 		}
 	}
@@ -301,9 +303,9 @@ func TestKillDuringSync(t *testing.T) {
 	mustVerify(t, data)
 	idx := readIndex(t, data)
 	for r := range all {
-		key := "hy/item" + r
+		key := engine.Prefix(engine.KindHydrillaItem) + strings.TrimPrefix(r, "/")
 		if strings.HasPrefix(r, "/file/sha256/") {
-			key = "hy/file/" + strings.TrimPrefix(r, "/file/sha256/")
+			key = string(engine.HydrillaFile(strings.TrimPrefix(r, "/file/sha256/")))
 		}
 		if e, ok := idx[key]; !ok || !e.Pinned {
 			t.Errorf("after sync #2 the index has %q = %+v (present %v); want a pinned entry", key, e, ok)

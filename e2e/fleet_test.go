@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/hydrilla/hydrillatest"
 	"github.com/regmirror/regmirror/refpack/registrytest"
 )
@@ -142,7 +143,7 @@ func (f *fleet) zipObject(owner, name, version string, size int) *fleetObject {
 	id := owner + "/" + name
 	return &fleetObject{
 		name: "zip " + id + "@" + version, path: "/packages/" + id + "?version=" + version,
-		key: "rp/zip/" + id + "@" + version, want: f.reg.Zip(id, version),
+		key: string(engine.RefPackZip(id, version)), want: f.reg.Zip(id, version),
 		fetches: registryFetches(f.reg, "/packages/"+owner+"%2F"+name, version),
 	}
 }
@@ -160,7 +161,7 @@ func (f *fleet) metaObject(owner, name, version string) *fleetObject {
 	want := upstreamBody(f.t, f.rp.URL()+up+"?version="+version)
 	o := &fleetObject{
 		name: "meta " + id + "@" + version, path: "/packages/" + id + "/meta?version=" + version,
-		key: "rp/meta/" + id + "@" + version, want: want,
+		key: string(engine.RefPackMeta(id, version)), want: want,
 	}
 	o.fetches = func() int { return count() - before - 1 }
 	return o
@@ -171,7 +172,7 @@ func (f *fleet) fileObject(size int) *fleetObject {
 	body := randomBytes(f.t, size)
 	sha := f.repo.AddFile(body)
 	return &fleetObject{
-		name: "hydrilla file " + sha[:12], path: "/file/sha256/" + sha, key: "hy/file/" + sha, want: body,
+		name: "hydrilla file " + sha[:12], path: "/file/sha256/" + sha, key: string(engine.HydrillaFile(sha)), want: body,
 		fetches: func() int { return f.repo.Count("/file/sha256/" + sha) },
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/hydrilla/hydrillatest"
 	"github.com/regmirror/regmirror/refpack/registrytest"
 )
@@ -250,9 +251,9 @@ func keyOf(o *object) string {
 	case o.path == bigZipPath:
 		return bigZipKey
 	case strings.HasPrefix(o.path, "/file/sha256/"):
-		return "hy/file/" + strings.TrimPrefix(o.path, "/file/sha256/")
+		return string(engine.HydrillaFile(strings.TrimPrefix(o.path, "/file/sha256/")))
 	default:
-		return "rp/versions/acme/big"
+		return string(engine.RefPackVersions("acme/big"))
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/engine"
 )
 
 func withFastLane(on bool) mirrorOpt { return func(c *config.Config) { c.FastLane = on } }
@@ -189,7 +190,7 @@ func TestFastLaneNeverServesWhatTheMirrorWouldNot(t *testing.T) {
 		t.Errorf("the fast lane's Etag is not the entry's: %q, want %s", head, want.Header.Get("Etag"))
 	}
 
-	if err := m.cache.Delete(context.Background(), "rp/meta/vendor/country-codes@1.2.0"); err != nil {
+	if err := m.cache.Delete(context.Background(), string(engine.RefPackMeta("vendor/country-codes", "1.2.0"))); err != nil {
 		t.Fatal(err)
 	}
 	before = reg.Count("/packages")

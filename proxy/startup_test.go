@@ -18,6 +18,7 @@ import (
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/cache/storetest"
 	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/hydrilla"
 	"github.com/regmirror/regmirror/proxy"
 )
@@ -50,7 +51,7 @@ func fillMappings(tb testing.TB, dir string, n int) {
 			},
 		})
 		ref := hydrilla.ItemRef{Type: "mapping", Identifier: id, Version: hydrilla.Version{2022, 1, i%7 + 1}}
-		es = append(es, &cache.Entry{Key: "hy/item/" + ref.String(), Digest: digest, Size: 2, Status: 200,
+		es = append(es, &cache.Entry{Key: string(engine.HydrillaItem(ref)), Digest: digest, Size: 2, Status: 200,
 			Class: cache.Immutable, FetchedAt: time.Now(), Upstream: "http://127.0.0.1:1", Pinned: true, Meta: meta})
 	}
 	if err := d.PutEntries(context.Background(), es); err != nil {
@@ -135,13 +136,13 @@ func TestStartupAtScale(t *testing.T) {
 		id := fmt.Sprintf("res-%d", i)
 		meta, _ := json.Marshal(map[string]any{"type": "resource", "identifier": id, "long_name": "Resource " + id,
 			"version": []int{2022, 1, 1}, "revision": 1, "files": []string{fmt.Sprintf("%064x", i), fmt.Sprintf("%064x", i+1<<40)}})
-		es = append(es, &cache.Entry{Key: "hy/item/resource/" + id + "/2022.1.1", Digest: fmt.Sprintf("%064x", i+1<<50), Size: 900,
+		es = append(es, &cache.Entry{Key: string(engine.HydrillaItem(hydrilla.ItemRef{Type: "resource", Identifier: id, Version: hydrilla.Version{2022, 1, 1}})), Digest: fmt.Sprintf("%064x", i+1<<50), Size: 900,
 			Status: 200, Class: cache.Immutable, FetchedAt: time.Now(), Upstream: "http://127.0.0.1:1", Pinned: true, Meta: meta,
 			Header: http.Header{"Content-Type": {"application/json"}}})
 	}
 	for i := 0; i < n*5; i++ {
 		h := fmt.Sprintf("%064x", i+1<<44)
-		es = append(es, &cache.Entry{Key: "hy/file/" + h, Digest: h, Size: 1500, Status: 200, Class: cache.Immutable,
+		es = append(es, &cache.Entry{Key: string(engine.HydrillaFile(h)), Digest: h, Size: 1500, Status: 200, Class: cache.Immutable,
 			FetchedAt: time.Now(), Upstream: "http://127.0.0.1:1", Pinned: true, Header: http.Header{"Content-Type": {"application/javascript"}}})
 	}
 	if err := d.PutEntries(context.Background(), es); err != nil {
@@ -217,7 +218,7 @@ func TestStartupReadsMetaAsEncodingJSONDoes(t *testing.T) {
 		if err := json.Unmarshal([]byte(m), &im); err != nil {
 			t.Fatal(err)
 		}
-		es = append(es, &cache.Entry{Key: fmt.Sprintf("hy/item/%s/item-%d/1", im.Type, i), Digest: digest, Size: 2, Status: 200,
+		es = append(es, &cache.Entry{Key: string(engine.HydrillaItem(hydrilla.ItemRef{Type: im.Type, Identifier: fmt.Sprintf("item-%d", i), Version: hydrilla.Version{1}})), Digest: digest, Size: 2, Status: 200,
 			Class: cache.Immutable, FetchedAt: time.Now(), Upstream: "http://127.0.0.1:1", Pinned: true, Meta: json.RawMessage(m)})
 		if im.Identifier == "" {
 			continue

@@ -15,6 +15,7 @@ import (
 
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/refpack/registrytest"
 	"github.com/regmirror/regmirror/status"
 )
@@ -312,7 +313,7 @@ func TestStatusCacheAndIndex(t *testing.T) {
 	s := newStatusServer(t, []string{"http://127.0.0.1:1"}, []string{"http://127.0.0.1:1"}, func(c *config.Config) {
 		c.MemoryCacheSize = 0
 	})
-	e := &cache.Entry{Key: "hy/file/test", Status: http.StatusOK, Class: cache.Immutable, FetchedAt: time.Now()}
+	e := &cache.Entry{Key: string(engine.HydrillaFile("test")), Status: http.StatusOK, Class: cache.Immutable, FetchedAt: time.Now()}
 	if _, err := s.cache.PutBody(context.Background(), e, []byte(strings.Repeat("x", 1000))); err != nil {
 		t.Fatal(err)
 	}

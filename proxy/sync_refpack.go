@@ -115,7 +115,7 @@ func (s *Server) syncRefPackOne(ctx context.Context, up *upstream.Upstream, o Sy
 		return res
 	}
 	if res.OK() {
-		s.markSynced(ctx, "refpack", up.Base, "rp/sync/"+up.Base)
+		s.markSynced(ctx, "refpack", up.Base, string(engine.RefPackSync(up.Base)))
 	}
 	return res
 }
