@@ -60,8 +60,9 @@ func FailureOf(err error) Failure {
 		}
 		return f
 	case errors.As(err, &ue):
+		// An upstream's own Retry-After (a 503) is passed on.
 		return Failure{Status: 502, Title: "Bad Gateway", Message: ue.Error(), Outcome: FailedOutcome("upstream error"),
-			Upstream: ue.Upstream}
+			Upstream: ue.Upstream, RetryAfter: ue.RetryAfter}
 	}
 	return Failure{Status: 502, Title: "Bad Gateway", Message: "the mirror could not obtain this answer",
 		Outcome: FailedOutcome("error"), Unknown: true}
