@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/regmirror/regmirror/redact"
 )
 
 // Default upstreams and addresses (design.md, Command line).
@@ -112,12 +114,12 @@ func (c *Config) Validate() error {
 	}
 	for _, u := range c.RefPackUpstreams {
 		if err := checkURL(u); err != nil {
-			bad("refpack-upstream", "%q: %v", u, err)
+			bad("refpack-upstream", "%q: %v", redact.URL(u), err)
 		}
 	}
 	for _, u := range c.HydrillaUpstreams {
 		if err := checkURL(u); err != nil {
-			bad("hydrilla-upstream", "%q: %v", u, err)
+			bad("hydrilla-upstream", "%q: %v", redact.URL(u), err)
 		}
 	}
 	nonNeg := map[string]time.Duration{

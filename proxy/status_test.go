@@ -185,7 +185,7 @@ func TestStatusPageIsSelfContained(t *testing.T) {
 			t.Errorf("%q is shown", secret)
 		}
 	}
-	if !strings.Contains(page, "http://xxxxx@127.0.0.1:1") || !strings.Contains(page, "https://xxxxx@example.org/x") {
+	if !strings.Contains(page, "http://user:***@127.0.0.1:1") || !strings.Contains(page, "http://***@127.0.0.1:1/api_v2") || !strings.Contains(page, "https://bob:***@example.org/x") {
 		t.Errorf("masked URLs not shown:\n%s", page)
 	}
 

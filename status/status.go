@@ -13,8 +13,6 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,6 +25,7 @@ import (
 
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/engine"
+	"github.com/regmirror/regmirror/redact"
 	"github.com/regmirror/regmirror/upstream"
 )
 
@@ -156,7 +155,7 @@ func (st *Board) NoteRequest(xcache string) {
 // failing upstream does not hide everything else. what must hold no secret;
 // credentials in URLs are masked anyway.
 func (st *Board) NoteError(what string) {
-	what = scrubSecrets(what) // before cutting, which could split a URL
+	what = redact.URL(what) // before cutting, which could split a URL
 	if len(what) > MaxErrorText {
 		what = strings.ToValidUTF8(what[:MaxErrorText], "") + "…"
 	}
@@ -191,9 +190,9 @@ func (st *Board) RecordSync(r *SyncRun) {
 	st.mu.Unlock()
 	switch {
 	case r.Err != nil:
-		st.NoteError(fmt.Sprintf("sync of %s upstream %s failed: %v", r.API, redactURL(r.Upstream), r.Err))
+		st.NoteError(fmt.Sprintf("sync of %s upstream %s failed: %v", r.API, redact.URL(r.Upstream), r.Err))
 	case len(r.Failed) > 0:
-		st.NoteError(fmt.Sprintf("sync of %s upstream %s: %d object(s) failed, first: %s", r.API, redactURL(r.Upstream), len(r.Failed), r.Failed[0]))
+		st.NoteError(fmt.Sprintf("sync of %s upstream %s: %d object(s) failed, first: %s", r.API, redact.URL(r.Upstream), len(r.Failed), r.Failed[0]))
 	}
 }
 
@@ -397,7 +396,7 @@ func (st *Board) Report(in Inputs) *Report {
 		r.BlobStore = BlobStore{Kind: "s3", URL: in.BlobStore, Up: fs.Up, Errors: fs.Errors,
 			FailOpen: fs.FillFailOpen, SharedFills: fs.FillShared, LocalBytes: fs.LocalBytes, LocalFiles: fs.LocalFiles}
 		if in.S3Endpoint != "" {
-			r.BlobStore.URL += " at " + redactURL(in.S3Endpoint)
+			r.BlobStore.URL += " at " + redact.URL(in.S3Endpoint)
 		}
 	}
 	r.PatternIndex = Index{Patterns: in.Patterns, ItemVersions: in.ItemVersions}
@@ -428,7 +427,7 @@ func (st *Board) Report(in Inputs) *Report {
 }
 
 func upstreamStatusOf(h upstream.Health, offline bool, now time.Time) Upstream {
-	us := Upstream{API: h.API, URL: redactURL(h.URL), Fails: h.Fails, LastError: scrubSecrets(h.LastError),
+	us := Upstream{API: h.API, URL: redact.URL(h.URL), Fails: h.Fails, LastError: redact.URL(h.LastError),
 		LatencyMS: float64(h.Latency.Microseconds()) / 1000}
 	if !h.LastErrAt.IsZero() {
 		t := h.LastErrAt.UTC()
@@ -493,7 +492,7 @@ func requestTotals(requests *prometheus.CounterVec) trafficCounts {
 }
 
 func syncStatusOf(api, base string, r *SyncRun, lastOK time.Time) Sync {
-	ss := Sync{API: api, Upstream: redactURL(base), Result: "never"}
+	ss := Sync{API: api, Upstream: redact.URL(base), Result: "never"}
 	if r != nil {
 		started, ended := r.Started.UTC(), r.Ended.UTC()
 		ss.Started, ss.Ended = &started, &ended
@@ -506,14 +505,14 @@ func syncStatusOf(api, base string, r *SyncRun, lastOK time.Time) Sync {
 			if i == statusSyncFailures {
 				break
 			}
-			ss.Failed = append(ss.Failed, scrubSecrets(f))
+			ss.Failed = append(ss.Failed, redact.URL(f))
 		}
 		ss.Result = "ok"
 		if !r.OK() {
 			ss.Result = "failed"
 		}
 		if r.Err != nil {
-			ss.Error = scrubSecrets(r.Err.Error())
+			ss.Error = redact.URL(r.Err.Error())
 		}
 		if r.OK() && r.Ended.After(lastOK) {
 			lastOK = r.Ended
@@ -557,26 +556,6 @@ func Serve(w http.ResponseWriter, r *http.Request, path string, rep *Report, log
 	if r.Method != http.MethodHead {
 		w.Write(buf.Bytes())
 	}
-}
-
-// redactURL masks the user information of a URL (a token or a password).
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return scrubSecrets(raw)
-	}
-	u.User = url.User("xxxxx")
-	return u.String()
-}
-
-var userinfoRE = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#@\s"]+@`)
-
-// scrubSecrets masks credentials in URLs inside free text (error messages).
-func scrubSecrets(s string) string {
-	if !strings.Contains(s, "@") {
-		return s
-	}
-	return userinfoRE.ReplaceAllString(s, "${1}xxxxx@")
 }
 
 // fmtWhen shows a time (a time.Time or *time.Time) in UTC with how long ago,

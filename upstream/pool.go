@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/regmirror/regmirror/redact"
 )
 
 // ErrOffline is returned by every request of a pool in offline mode.
@@ -44,8 +46,13 @@ type Options struct {
 
 // Upstream is one base URL and its health.
 type Upstream struct {
-	API  string
-	Base string // base URL without a trailing slash; its path prefix is kept
+	API string
+	// Base is the base URL without a trailing slash, as shown and as keys
+	// name it: credentials are masked (redact.URL). Requests go to base.
+	Base string
+
+	base string        // Base with no user information: where requests go
+	user *url.Userinfo // the credentials given in the URL, sent as basic auth
 
 	mu        sync.Mutex
 	fails     int
@@ -155,9 +162,12 @@ func NewPool(api string, bases []string, opts Options) (*Pool, error) {
 	for _, b := range bases {
 		u, err := url.Parse(b)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("%s upstream %q: not an http(s) URL", api, b)
+			return nil, fmt.Errorf("%s upstream %q: not an http(s) URL", api, redact.URL(b))
 		}
-		p.ups = append(p.ups, &Upstream{API: api, Base: strings.TrimRight(b, "/")})
+		user := u.User
+		u.User = nil
+		p.ups = append(p.ups, &Upstream{API: api, Base: redact.URL(strings.TrimRight(b, "/")),
+			base: strings.TrimRight(u.String(), "/"), user: user})
 	}
 	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
@@ -320,7 +330,7 @@ func (p *Pool) Send(ctx context.Context, method, pathQuery string, hdr http.Head
 }
 
 func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hdr http.Header, body io.Reader) (*Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, u.Base+pathQuery, body)
+	req, err := http.NewRequestWithContext(ctx, method, u.base+pathQuery, body)
 	if err != nil {
 		return nil, &Error{Upstream: u.Base, Err: err}
 	}
@@ -334,6 +344,12 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 		req.Header[k] = vs
 	}
 	req.Header.Set("User-Agent", p.opts.UserAgent)
+	// As net/http does with a URL's user information, which is kept out of
+	// the request URL so that no error can quote it.
+	if u.user != nil && req.Header.Get("Authorization") == "" {
+		pw, _ := u.user.Password()
+		req.SetBasicAuth(u.user.Username(), pw)
+	}
 	start := time.Now()
 	resp, err := p.client.Do(req)
 	d := time.Since(start)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/redact"
 )
 
 // checkConfigCommand is `regmirror check-config`: like `nginx -t`, it checks
@@ -68,13 +68,13 @@ func checkConfig(c *cli.Context) error {
 		} else if v == "" {
 			v = `""`
 		}
-		fmt.Fprintf(out, "%s\t%s\t%s\n", s.Key, s.Source, redactValue(v))
+		fmt.Fprintf(out, "%s\t%s\t%s\n", s.Key, s.Source, redact.URL(v))
 	}
 	out.Flush()
 
 	if len(problems) > 0 {
 		for _, p := range problems {
-			fmt.Fprintln(c.App.ErrWriter, "check-config:", redactValue(p))
+			fmt.Fprintln(c.App.ErrWriter, "check-config:", redact.URL(p))
 		}
 		n := "1 problem"
 		if len(problems) > 1 {
@@ -163,29 +163,4 @@ func checkDataDir(dir string) error {
 		}
 	}
 	return nil
-}
-
-// redactValue masks the user information of URLs (tokens, passwords) in a
-// value or message; comma-separated lists are handled item by item.
-func redactValue(v string) string {
-	if !strings.Contains(v, "@") {
-		return v
-	}
-	var parts []string
-	for _, f := range strings.Split(v, ",") {
-		parts = append(parts, redactWords(f))
-	}
-	return strings.Join(parts, ",")
-}
-
-func redactWords(s string) string {
-	words := strings.Split(s, " ")
-	for i, w := range words {
-		trimmed := strings.Trim(w, `"'()<>`)
-		if u, err := url.Parse(trimmed); err == nil && u.User != nil && u.Host != "" {
-			u.User = url.User("xxxxx")
-			words[i] = strings.Replace(w, trimmed, u.String(), 1)
-		}
-	}
-	return strings.Join(words, " ")
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/proxy"
+	"github.com/regmirror/regmirror/redact"
 )
 
 func newLogger(cfg *config.Config) *slog.Logger {
@@ -73,7 +75,8 @@ func serve(c *cli.Context) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	log.Info("regmirror serving", "addr", ln.Addr().String(), "data", cfg.Data,
-		"refpack", cfg.RefPackUpstreams, "hydrilla", cfg.HydrillaUpstreams, "offline", cfg.Offline)
+		"refpack", redact.URL(strings.Join(cfg.RefPackUpstreams, ",")),
+		"hydrilla", redact.URL(strings.Join(cfg.HydrillaUpstreams, ",")), "offline", cfg.Offline)
 	errc := make(chan error, 1)
 	if cfg.TLSCert != "" {
 		certs, err := newCertReloader(cfg.TLSCert, cfg.TLSKey, log)
