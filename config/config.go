@@ -50,7 +50,13 @@ type Config struct {
 	UpstreamTimeout        time.Duration // a whole fill, body included
 	MaxFails               int
 	FailTimeout            time.Duration
-	UpstreamCA             string
+	// UpstreamMaxConns caps the requests in flight per upstream (design.md,
+	// Hostile clients): a client asking distinct misses must not flood it.
+	UpstreamMaxConns int
+	// WriteIdleTimeout disconnects a client that accepts no byte of an answer
+	// for this long; every write moves it, so a slow download is not cut.
+	WriteIdleTimeout time.Duration
+	UpstreamCA       string
 
 	TLSCert, TLSKey string
 
@@ -89,6 +95,8 @@ func Default() Config {
 		UpstreamTimeout:        5 * time.Minute,
 		MaxFails:               3,
 		FailTimeout:            30 * time.Second,
+		UpstreamMaxConns:       32,
+		WriteIdleTimeout:       60 * time.Second,
 		LogFormat:              "text",
 		LogLevel:               "info",
 		MaxUploadSize:          256 << 20,
@@ -134,11 +142,15 @@ func (c *Config) Validate() error {
 	pos := map[string]time.Duration{
 		"upstream-connect-timeout": c.UpstreamConnectTimeout, "upstream-header-timeout": c.UpstreamHeaderTimeout,
 		"upstream-timeout": c.UpstreamTimeout, "fail-timeout": c.FailTimeout, "s3-lease-ttl": c.S3LeaseTTL,
+		"write-idle-timeout": c.WriteIdleTimeout,
 	}
 	for k, d := range pos {
 		if d <= 0 {
 			bad(k, "must be positive")
 		}
+	}
+	if c.UpstreamMaxConns < 1 {
+		bad("upstream-max-conns", "must be at least 1")
 	}
 	if c.MaxFails < 1 {
 		bad("max-fails", "must be at least 1")

@@ -206,6 +206,12 @@ var keys = []key{
 	mk("fail-timeout", kDuration, "how long a failing upstream is skipped", func() (func(*Config) string, func(*Config, string) error) {
 		return duration(func(c *Config) *time.Duration { return &c.FailTimeout })
 	}),
+	mk("upstream-max-conns", kInt, "most requests in flight per upstream; more wait up to upstream-header-timeout, then get 503 with Retry-After", func() (func(*Config) string, func(*Config, string) error) {
+		return integer(func(c *Config) *int { return &c.UpstreamMaxConns })
+	}),
+	mk("write-idle-timeout", kDuration, "disconnect a client that accepts no byte of an answer for this long (moved by every write, so slow downloads go on)", func() (func(*Config) string, func(*Config, string) error) {
+		return duration(func(c *Config) *time.Duration { return &c.WriteIdleTimeout })
+	}),
 	mk("upstream-ca", kString, "PEM file of extra CA certificates for upstream TLS", func() (func(*Config) string, func(*Config, string) error) {
 		return str(func(c *Config) *string { return &c.UpstreamCA })
 	}).alsoFor(Sync),

@@ -44,6 +44,12 @@ func FailureOf(err error) Failure {
 		return Failure{Status: 503, Title: "Service Unavailable", RetryAfter: time.Second,
 			Message: "every upstream is skipped and the mirror does not hold this answer",
 			Outcome: FailedOutcome("upstream skipped")}
+	case errors.Is(err, upstream.ErrBusy) && errors.As(err, &ue):
+		// The upstream has every request in flight the mirror lets it have
+		// (--upstream-max-conns) and the queue did not move in time.
+		return Failure{Status: 503, Title: "Service Unavailable", RetryAfter: max(ue.RetryAfter, time.Second),
+			Message: ue.Error() + "; the mirror does not hold this answer",
+			Outcome: FailedOutcome("upstream busy"), Upstream: ue.Upstream}
 	case IsVerify(err):
 		f := Failure{Status: 502, Title: "Bad Gateway", Message: "the upstream's answer failed verification: " + errors.Unwrap(err).Error(),
 			Outcome: FailedOutcome("upstream answer failed verification")}

@@ -124,7 +124,8 @@ const maxUnstoredBody = 64 << 20
 // Fill fetches, verifies and commits t.
 func (f *UpstreamFill) Fill(ctx context.Context, t *Target, old *cache.Hot) (*Answer, error) {
 	a, err := f.fill(ctx, t, old)
-	if err != nil && !IsVerify(err) && !errors.Is(err, upstream.ErrNoUpstream) && !errors.Is(err, context.Canceled) {
+	if err != nil && !IsVerify(err) && !errors.Is(err, upstream.ErrNoUpstream) && !errors.Is(err, upstream.ErrBusy) &&
+		!errors.Is(err, context.Canceled) {
 		f.eng.note(string(t.Key) + ": " + err.Error())
 	}
 	return a, err

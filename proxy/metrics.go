@@ -5,6 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/regmirror/regmirror/cache"
+	"github.com/regmirror/regmirror/upstream"
 )
 
 // Metrics are the mirror's Prometheus series; their names are part of the
@@ -24,6 +25,53 @@ type Metrics struct {
 	SyncLastSuccess  *prometheus.GaugeVec
 	FastLane         prometheus.Counter
 	fleetWatched     bool
+	upstreamsWatched bool
+}
+
+// WatchUpstreams adds the request queues of the pools' upstreams
+// (--upstream-max-conns) to the metrics: regmirror_upstream_queued{upstream},
+// the requests waiting for a slot, and regmirror_upstream_refused_total{upstream},
+// those answered 503 after waiting in vain.
+func (m *Metrics) WatchUpstreams(pools ...*upstream.Pool) {
+	if m.upstreamsWatched {
+		return
+	}
+	m.upstreamsWatched = true
+	m.Registry.MustRegister(&upstreamQueues{pools: pools,
+		queued: prometheus.NewDesc("regmirror_upstream_queued",
+			"Requests waiting for one of the upstream's --upstream-max-conns slots.", []string{"upstream"}, nil),
+		refused: prometheus.NewDesc("regmirror_upstream_refused_total",
+			"Requests answered 503 after waiting the whole queue timeout for a slot of the upstream.", []string{"upstream"}, nil),
+	})
+}
+
+// upstreamQueues reads the queue figures off the upstreams at each scrape.
+type upstreamQueues struct {
+	pools           []*upstream.Pool
+	queued, refused *prometheus.Desc
+}
+
+func (q *upstreamQueues) Describe(ch chan<- *prometheus.Desc) {
+	ch <- q.queued
+	ch <- q.refused
+}
+
+func (q *upstreamQueues) Collect(ch chan<- prometheus.Metric) {
+	// Keyed by the label: one upstream may serve both APIs.
+	queued, refused := map[string]float64{}, map[string]float64{}
+	for _, p := range q.pools {
+		if p == nil {
+			continue
+		}
+		for _, u := range p.Upstreams() {
+			queued[u.Base] += float64(u.Queued())
+			refused[u.Base] += float64(u.Refused())
+		}
+	}
+	for k, v := range queued {
+		ch <- prometheus.MustNewConstMetric(q.queued, prometheus.GaugeValue, v, k)
+		ch <- prometheus.MustNewConstMetric(q.refused, prometheus.CounterValue, refused[k], k)
+	}
 }
 
 // WatchFleet adds the shared bucket's health to the metrics:

@@ -94,7 +94,7 @@ func Open(ctx context.Context, cfg *config.Config, o OpenOptions) (*Mirror, erro
 	opts := upstream.Options{
 		ConnectTimeout: cfg.UpstreamConnectTimeout, HeaderTimeout: cfg.UpstreamHeaderTimeout,
 		MaxFails: cfg.MaxFails, FailTimeout: cfg.FailTimeout, UserAgent: o.UserAgent, Offline: cfg.Offline,
-		Observe: m.observe, Logger: log,
+		MaxConns: cfg.UpstreamMaxConns, Observe: m.observe, Logger: log,
 	}
 	if cfg.UpstreamCA != "" {
 		pool, err := x509.SystemCertPool()

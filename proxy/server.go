@@ -80,6 +80,7 @@ func New(o Options) *Server {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(o.Cache)
 	}
+	o.Metrics.WatchUpstreams(o.RefPack, o.Hydrilla)
 	s := &Server{
 		cfg: o.Config, cache: o.Cache, refpack: o.RefPack, hydrilla: o.Hydrilla,
 		metrics: o.Metrics, log: o.Logger, version: o.Version, started: time.Now(), fleet: o.Fleet,

@@ -176,7 +176,8 @@ func (s *Server) fetchWithRetry(ctx context.Context, t *engine.Target) (*engine.
 		switch {
 		case err == nil && a.Relay != nil && a.Relay.Status == http.StatusTooManyRequests:
 			wait = upstream.ParseRetryAfter(a.Relay.Header.Get("Retry-After"))
-		case errors.As(err, &ue) && (ue.Status == http.StatusServiceUnavailable || ue.Status == http.StatusTooManyRequests):
+		case errors.As(err, &ue) && (ue.Status == http.StatusServiceUnavailable || ue.Status == http.StatusTooManyRequests ||
+			errors.Is(err, upstream.ErrBusy)):
 			wait = ue.RetryAfter
 		case errors.Is(err, upstream.ErrNoUpstream):
 			wait = s.cfg.FailTimeout / 4

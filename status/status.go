@@ -242,6 +242,12 @@ type Upstream struct {
 	LastError   string     `json:"last_error,omitempty"`
 	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
 	LatencyMS   float64    `json:"latency_ms"` // the last request's time to response headers
+	// The request queue of --upstream-max-conns: requests holding a slot
+	// (of max_conns; 0: no cap), waiting for one, and refused after waiting.
+	InFlight int    `json:"in_flight"`
+	MaxConns int    `json:"max_conns"`
+	Queued   int    `json:"queued"`
+	Refused  uint64 `json:"refused"`
 }
 
 // Requests are the traffic figures.
@@ -428,7 +434,8 @@ func (st *Board) Report(in Inputs) *Report {
 
 func upstreamStatusOf(h upstream.Health, offline bool, now time.Time) Upstream {
 	us := Upstream{API: h.API, URL: redact.URL(h.URL), Fails: h.Fails, LastError: redact.URL(h.LastError),
-		LatencyMS: float64(h.Latency.Microseconds()) / 1000}
+		LatencyMS: float64(h.Latency.Microseconds()) / 1000,
+		InFlight:  h.InFlight, MaxConns: h.MaxConns, Queued: h.Queued, Refused: h.Refused}
 	if !h.LastErrAt.IsZero() {
 		t := h.LastErrAt.UTC()
 		us.LastErrorAt = &t

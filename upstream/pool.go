@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/regmirror/regmirror/redact"
@@ -27,6 +28,15 @@ var ErrOffline = errors.New("offline mode: upstreams are not contacted")
 // ErrNoUpstream means every upstream is skipped after repeated failures.
 var ErrNoUpstream = errors.New("every upstream is marked down")
 
+// ErrBusy means an upstream had Options.MaxConns requests in flight for all of
+// Options.QueueTimeout; it comes wrapped in an *Error whose RetryAfter says
+// when to try again.
+var ErrBusy = errors.New("too many requests in flight to this upstream")
+
+// busyRetryAfter is the Retry-After of ErrBusy: a queue that stayed full for
+// the whole queue timeout drains in seconds, not minutes.
+const busyRetryAfter = 5 * time.Second
+
 // Options configure a pool.
 type Options struct {
 	ConnectTimeout time.Duration // TCP (and TLS) connect
@@ -36,6 +46,12 @@ type Options struct {
 	UserAgent      string
 	RootCAs        *x509.CertPool // nil: the system roots
 	Offline        bool
+	// MaxConns caps the requests in flight per upstream (0: no cap); a body
+	// being read counts until it is closed. More wait for a slot up to
+	// QueueTimeout (0: HeaderTimeout), then fail with ErrBusy: a client
+	// asking distinct misses must not multiply onto the upstream.
+	MaxConns     int
+	QueueTimeout time.Duration
 	// Observe, when set, is told of every upstream request and its result:
 	// "ok", "not_found", "error", "timeout".
 	Observe func(u *Upstream, result string, d time.Duration)
@@ -61,6 +77,10 @@ type Upstream struct {
 	lastCause string // lastErr without the upstream's name: what a skip reports
 	lastErrAt time.Time
 	latency   time.Duration
+
+	slots   chan struct{} // one per request in flight; nil: no cap
+	queued  atomic.Int64  // requests waiting for a slot
+	refused atomic.Uint64 // requests that waited the whole queue timeout
 }
 
 // Health is a snapshot of an upstream's state for the status page.
@@ -72,6 +92,10 @@ type Health struct {
 	LastError string
 	LastErrAt time.Time
 	Latency   time.Duration
+	// InFlight and Queued are requests holding and waiting for one of
+	// MaxConns slots; Refused counts those that waited in vain.
+	InFlight, Queued, MaxConns int
+	Refused                    uint64
 }
 
 // Health returns a snapshot of u's state.
@@ -79,7 +103,58 @@ func (u *Upstream) Health() Health {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return Health{API: u.API, URL: u.Base, Up: u.fails == 0, Fails: u.fails, SkipUntil: u.skipUntil,
-		LastError: u.lastErr, LastErrAt: u.lastErrAt, Latency: u.latency}
+		LastError: u.lastErr, LastErrAt: u.lastErrAt, Latency: u.latency,
+		InFlight: len(u.slots), Queued: int(u.queued.Load()), MaxConns: cap(u.slots), Refused: u.refused.Load()}
+}
+
+// Queued is how many requests wait for a slot of u (Options.MaxConns).
+func (u *Upstream) Queued() int { return int(u.queued.Load()) }
+
+// Refused is how many requests gave up waiting for a slot of u.
+func (u *Upstream) Refused() uint64 { return u.refused.Load() }
+
+// acquire takes one of u's slots, waiting up to wait; release gives it back.
+func (u *Upstream) acquire(ctx context.Context, wait time.Duration) error {
+	if u.slots == nil {
+		return nil
+	}
+	select {
+	case u.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	u.queued.Add(1)
+	defer u.queued.Add(-1)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case u.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		u.refused.Add(1)
+		return &Error{Upstream: u.Base, RetryAfter: busyRetryAfter, Err: ErrBusy}
+	case <-ctx.Done():
+		return &Error{Upstream: u.Base, Timeout: ctx.Err() == context.DeadlineExceeded, Err: ctx.Err()}
+	}
+}
+
+func (u *Upstream) release() {
+	if u.slots != nil {
+		<-u.slots
+	}
+}
+
+// releasingBody gives the upstream's slot back when the body is closed.
+type releasingBody struct {
+	io.ReadCloser
+	once sync.Once
+	u    *Upstream
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.u.release)
+	return err
 }
 
 // record notes a request's result; it returns whether u just became skipped
@@ -158,6 +233,9 @@ type Pool struct {
 
 // NewPool builds a pool over the base URLs, in order.
 func NewPool(api string, bases []string, opts Options) (*Pool, error) {
+	if opts.QueueTimeout <= 0 {
+		opts.QueueTimeout = opts.HeaderTimeout
+	}
 	p := &Pool{API: api, opts: opts}
 	for _, b := range bases {
 		u, err := url.Parse(b)
@@ -166,8 +244,12 @@ func NewPool(api string, bases []string, opts Options) (*Pool, error) {
 		}
 		user := u.User
 		u.User = nil
-		p.ups = append(p.ups, &Upstream{API: api, Base: redact.URL(strings.TrimRight(b, "/")),
-			base: strings.TrimRight(u.String(), "/"), user: user})
+		up := &Upstream{API: api, Base: redact.URL(strings.TrimRight(b, "/")),
+			base: strings.TrimRight(u.String(), "/"), user: user}
+		if opts.MaxConns > 0 {
+			up.slots = make(chan struct{}, opts.MaxConns)
+		}
+		p.ups = append(p.ups, up)
 	}
 	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
@@ -344,6 +426,9 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 		req.Header[k] = vs
 	}
 	req.Header.Set("User-Agent", p.opts.UserAgent)
+	if err := u.acquire(ctx, p.opts.QueueTimeout); err != nil {
+		return nil, err
+	}
 	// As net/http does with a URL's user information, which is kept out of
 	// the request URL so that no error can quote it.
 	if u.user != nil && req.Header.Get("Authorization") == "" {
@@ -354,6 +439,7 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 	resp, err := p.client.Do(req)
 	d := time.Since(start)
 	if err != nil {
+		u.release()
 		timeout := errors.Is(err, context.DeadlineExceeded)
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -368,6 +454,7 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 		p.observe(u, map[bool]string{true: "timeout", false: "error"}[timeout], d)
 		return nil, ue
 	}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, u: u}
 	if resp.StatusCode >= 500 {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()

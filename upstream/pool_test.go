@@ -3,8 +3,10 @@ package upstream
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -113,4 +115,79 @@ func TestParseRetryAfter(t *testing.T) {
 			t.Errorf("%q: %v", v, d)
 		}
 	}
+}
+
+// With MaxConns, the upstream never has more requests in flight (a body being
+// read counts); the rest wait, and those that wait the whole QueueTimeout fail
+// with ErrBusy and a Retry-After, counted as refused and never as a failure
+// of the upstream.
+func TestMaxConnsCapsRequestsInFlight(t *testing.T) {
+	const maxConns, clients = 4, 40
+	var inFlight, most atomic.Int64
+	release := make(chan struct{})
+	srv, _ := server(t, func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-release // the body is still being read
+		w.Write([]byte("ok"))
+	})
+	p, err := NewPool("refpack", []string{srv.URL}, Options{MaxFails: 1, FailTimeout: time.Minute,
+		MaxConns: maxConns, QueueTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := p.Upstreams()[0]
+	type result struct {
+		err  error
+		body string
+	}
+	results := make(chan result, clients)
+	for i := range clients {
+		go func() {
+			resp, err := p.Get(context.Background(), "/v/"+strconv.Itoa(i), nil)
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			results <- result{err: err, body: string(b)}
+		}()
+	}
+	// Those beyond the cap are refused while the first ones hold their slots.
+	var busy, ok int
+	for busy < clients-maxConns {
+		r := <-results
+		var ue *Error
+		if !errors.Is(r.err, ErrBusy) || !errors.As(r.err, &ue) || ue.RetryAfter <= 0 {
+			t.Fatalf("a request beyond the cap: %v, want ErrBusy with a Retry-After", r.err)
+		}
+		busy++
+	}
+	if h := u.Health(); h.InFlight != maxConns || h.Refused != uint64(busy) || !h.Up {
+		t.Errorf("health %+v, want %d in flight, %d refused, up", h, maxConns, busy)
+	}
+	close(release)
+	for range maxConns {
+		if r := <-results; r.err != nil || r.body != "ok" {
+			t.Errorf("a request holding a slot: %v %q", r.err, r.body)
+		}
+		ok++
+	}
+	if most.Load() > maxConns {
+		t.Errorf("%d requests were in flight at once, the cap is %d", most.Load(), maxConns)
+	}
+	if h := u.Health(); h.InFlight != 0 || h.Queued != 0 {
+		t.Errorf("after every body is closed: %+v", h)
+	}
+	// The slots came back: the next request goes through.
+	resp, err := p.Get(context.Background(), "/again", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 }
