@@ -29,14 +29,27 @@ import (
 // Answerer holds the answers the lane may give.
 type Answerer interface {
 	// Answer writes the whole response to "GET target HTTP/1.1" (status line,
-	// headers and body) to w and reports true, or writes nothing and reports
-	// false, and the request goes to net/http. target is the request target
-	// as sent, valid only during the call.
+	// headers and body) to w, flushes w, and reports true; or writes nothing
+	// and reports false, and the request goes to net/http. An answer counts
+	// (logs, metrics) only once Flush succeeded: a failed write ends the
+	// connection, and the answers it held were never given. target is the
+	// request target as sent, valid only during the call.
 	Answer(w *bufio.Writer, target []byte) bool
 }
 
 // bufSize bounds the request head the lane reads; a longer one is net/http's.
 const bufSize = 4 << 10
+
+// minHead is the shortest head around a target: "GET ", " HTTP/1.1\r\n",
+// "Host: a\r\n" and the blank line.
+const minHead = len("GET  HTTP/1.1\r\nHost: a\r\n\r\n")
+
+// Answerable reports whether the lane could ever be asked target: an
+// origin-form target whose head fits its buffer. Anything else is always
+// net/http's, so remembering an answer for it would only hold memory.
+func Answerable(target string) bool {
+	return len(target) > 0 && target[0] == '/' && len(target)+minHead <= bufSize
+}
 
 // Serve accepts connections on ln for hs: requests a answers are answered on
 // the lane, and every connection the lane gives up on is served by hs. It
@@ -189,10 +202,12 @@ func (l *lane) serveConn(c net.Conn) {
 		idle = hs.ReadTimeout
 	}
 	slack := min(idleSlack, idle/4)
-	// The first request is bounded as net/http bounds it.
-	var deadline time.Time
+	// The first request is bounded as net/http bounds it; headDeadline goes
+	// with the connection if it is handed over before that head is read.
+	var deadline, headDeadline time.Time
 	if header > 0 {
 		deadline = time.Now().Add(header)
+		headDeadline = deadline
 		if !l.setDeadline(c, deadline) {
 			return
 		}
@@ -203,6 +218,9 @@ func (l *lane) serveConn(c net.Conn) {
 				return
 			}
 			if !first {
+				// Later heads: net/http starts their clock once their first
+				// bytes arrive, and so does a connection handed over then.
+				headDeadline = time.Time{}
 				now := time.Now()
 				switch {
 				case idle > 0 && deadline.Sub(now) < idle-slack:
@@ -230,8 +248,11 @@ func (l *lane) serveConn(c net.Conn) {
 		}
 		if n == 0 || !l.a.Answer(bw, target) {
 			handed = true
-			l.handOff(c, br, bw)
+			l.handOff(c, br, bw, headDeadline)
 			return
+		}
+		if bw.Flush() != nil {
+			return // the client is gone or reads nothing: stop at once
 		}
 		br.Discard(n)
 	}
@@ -246,13 +267,15 @@ func (l *lane) logf(format string, args ...any) {
 }
 
 // handOff gives c to net/http with what the lane has read but not answered.
-func (l *lane) handOff(c net.Conn, br *bufio.Reader, bw *bufio.Writer) {
+// headDeadline, when set, is when the head being read must be complete: the
+// connection's first, whose clock started when it was accepted.
+func (l *lane) handOff(c net.Conn, br *bufio.Reader, bw *bufio.Writer, headDeadline time.Time) {
 	l.untrack(c)
 	if bw.Flush() != nil || c.SetDeadline(time.Time{}) != nil || l.stopping.Load() {
 		c.Close()
 		return
 	}
-	hc := &handedConn{Conn: c}
+	hc := &handedConn{Conn: c, headDeadline: headDeadline}
 	if br.Buffered() > 0 {
 		hc.br = br
 	}
@@ -264,10 +287,27 @@ func (l *lane) handOff(c net.Conn, br *bufio.Reader, bw *bufio.Writer) {
 }
 
 // handedConn is a connection given to net/http: its reads first return what
-// the lane had read.
+// the lane had read, and the head the lane began keeps its deadline.
 type handedConn struct {
 	net.Conn
 	br *bufio.Reader // nil once drained
+	// headDeadline bounds net/http's first read deadline, the one it sets for
+	// the head when it starts serving the connection: ReadHeaderTimeout
+	// counts from the connection's start, not from the hand-off (else a
+	// client that stalls just before it could hold the connection twice as
+	// long). Zero once applied, or when the lane read no part of a first head.
+	headDeadline time.Time
+	clamped      atomic.Bool
+}
+
+// SetReadDeadline keeps the head's deadline on net/http's first call.
+func (c *handedConn) SetReadDeadline(t time.Time) error {
+	if !c.clamped.Swap(true) {
+		if d := c.headDeadline; !d.IsZero() && (t.IsZero() || d.Before(t)) {
+			t = d
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *handedConn) Read(p []byte) (int, error) {

@@ -18,14 +18,18 @@ import (
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/engine"
 	"github.com/regmirror/regmirror/fastlane"
+	"github.com/regmirror/regmirror/writeidle"
 )
 
 // Serve serves the mirror (hs.Handler is set to s.Handler(): the fast lane
 // answers as that handler would) through hs on the plain-TCP listener ln:
 // with the fast lane (package fastlane) when the configuration enables it,
-// else with hs.Serve alone. TLS listeners are for hs.ServeTLS.
+// else with hs.Serve alone. Clients that stop reading are disconnected after
+// --write-idle-timeout. TLS listeners are for hs.ServeTLS.
 func (s *Server) Serve(hs *http.Server, ln net.Listener) error {
 	hs.Handler = s.Handler()
+	// Both paths, the lane's and net/http's, write through these connections.
+	ln = writeidle.Listener(ln, s.cfg.WriteIdleTimeout)
 	if s.fast == nil {
 		return hs.Serve(ln)
 	}
@@ -34,8 +38,22 @@ func (s *Server) Serve(hs *http.Server, ln net.Listener) error {
 }
 
 func newFastHits(s *Server) *fastHits {
-	return &fastHits{s: s, memos: map[string]*hitMemo{}}
+	f := &fastHits{s: s, memos: map[string]*hitMemo{},
+		budget: max(s.cfg.MemoryCacheSize/memoShare, minMemoBytes)}
+	f.ring.prev, f.ring.next = &f.ring, &f.ring
+	return f
 }
+
+// The memos may hold 1/memoShare of --memory-cache-size (8 MiB of the default
+// 256 MiB: some 10,000 targets), at least minMemoBytes. They are bounded in
+// bytes, not in count: a client picks the length of the targets it asks.
+const (
+	memoShare    = 32
+	minMemoBytes = 256 << 10
+	// memoOverhead is what a memo costs beyond its strings: the struct, the
+	// map entry, the weak pointer, the metric handles.
+	memoOverhead = 320
+)
 
 // fastHits is what the fast lane answers: for an exact request target, the
 // cached hit net/http answered it with, remembered with its response head
@@ -52,16 +70,22 @@ type fastHits struct {
 	s     *Server
 	mu    sync.RWMutex
 	memos map[string]*hitMemo // by request target
+	// ring holds the memos oldest first (a sentinel; under mu). Eviction is
+	// least recently used by second chance: a memo answered since it was last
+	// looked at is moved to the young end instead of evicted, so a client
+	// cycling through new targets evicts only what nobody asks for.
+	ring   hitMemo
+	bytes  int64 // what the memos hold (memoCost)
+	budget int64
 	// serving is set once a fast lane serves: before, nothing is remembered.
 	serving atomic.Bool
 }
 
-// maxHitMemos bounds the number of remembered targets (each holds its head,
-// a few hundred bytes, and no body).
-const maxHitMemos = 1 << 16
-
 type hitMemo struct {
-	key string
+	target, key string
+	prev, next  *hitMemo    // in fastHits.ring
+	used        atomic.Bool // answered since eviction last looked at it
+	size        int64
 	// hot is the entry the answer was made from, held weakly: a memo keeps no
 	// body alive once the memory tier has let it go.
 	hot  weak.Pointer[cache.Hot]
@@ -91,6 +115,9 @@ func (f *fastHits) Answer(w *bufio.Writer, target []byte) bool {
 	if m == nil {
 		return false
 	}
+	if !m.used.Load() { // a load first: most hits find it set, and skip the write
+		m.used.Store(true)
+	}
 	hot, ok := f.s.cache.Memory(m.key)
 	if !ok || hot != m.hot.Value() {
 		f.forget(string(target), m)
@@ -114,6 +141,9 @@ func (f *fastHits) Answer(w *bufio.Writer, target []byte) bool {
 	}
 	w.Write(b)
 	w.Write(hot.Body)
+	if w.Flush() != nil {
+		return true // not given: the lane closes the connection, nothing is counted
+	}
 	d := time.Since(start)
 	m.requests.Inc()
 	m.duration.Observe(d.Seconds())
@@ -129,9 +159,61 @@ func (f *fastHits) Answer(w *bufio.Writer, target []byte) bool {
 func (f *fastHits) forget(target string, m *hitMemo) {
 	f.mu.Lock()
 	if f.memos[target] == m {
-		delete(f.memos, target)
+		f.drop(m)
 	}
 	f.mu.Unlock()
+}
+
+// drop removes m (under mu).
+func (f *fastHits) drop(m *hitMemo) {
+	delete(f.memos, m.target)
+	f.unlink(m)
+	f.bytes -= m.size
+}
+
+func (f *fastHits) unlink(m *hitMemo) {
+	m.prev.next, m.next.prev = m.next, m.prev
+	m.prev, m.next = nil, nil
+}
+
+// pushYoung puts m at the young end of the ring (under mu).
+func (f *fastHits) pushYoung(m *hitMemo) {
+	m.prev, m.next = f.ring.prev, &f.ring
+	f.ring.prev.next = m
+	f.ring.prev = m
+}
+
+// add remembers m, evicting what was least recently answered until the memos
+// fit their budget (under mu).
+func (f *fastHits) add(m *hitMemo) {
+	if old := f.memos[m.target]; old != nil {
+		f.drop(old)
+	}
+	f.memos[m.target] = m
+	f.pushYoung(m)
+	f.bytes += m.size
+	// Each memo gets one second chance per pass; the bound keeps hits that
+	// set the flags again meanwhile from making this loop long.
+	for chances := len(f.memos); f.bytes > f.budget; {
+		old := f.ring.next
+		if chances > 0 && old.used.Load() {
+			chances--
+			old.used.Store(false)
+			f.unlink(old)
+			f.pushYoung(old)
+			continue
+		}
+		f.drop(old)
+	}
+}
+
+// memoCost is what remembering m holds, in bytes.
+func memoCost(m *hitMemo) int64 {
+	n := len(m.target) + len(m.key) + len(m.path) + len(m.query) + len(m.upstream) + memoOverhead
+	for _, h := range m.head {
+		n += len(h)
+	}
+	return int64(n)
 }
 
 // remember keeps the hit net/http is about to write (status 200, headers h,
@@ -139,7 +221,7 @@ func (f *fastHits) forget(target string, m *hitMemo) {
 func (f *fastHits) remember(w http.ResponseWriter, r *http.Request, hot *cache.Hot, h http.Header) {
 	rec := recorderOf(w)
 	if !f.serving.Load() || rec == nil || rec.fastKey == "" || rec.fastKey != hot.Entry.Key || r.Method != http.MethodGet ||
-		r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.TLS != nil {
+		r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.TLS != nil || !fastlane.Answerable(r.RequestURI) {
 		return
 	}
 	f.mu.RLock()
@@ -158,17 +240,16 @@ func (f *fastHits) remember(w http.ResponseWriter, r *http.Request, hot *cache.H
 		return
 	}
 	api, route := classify(r.URL.Path)
-	m := &hitMemo{key: hot.Entry.Key, hot: weak.Make(hot), head: head, path: r.URL.Path, query: r.URL.RawQuery, upstream: rec.upstream,
+	m := &hitMemo{target: r.RequestURI, key: hot.Entry.Key, hot: weak.Make(hot), head: head, path: r.URL.Path, query: r.URL.RawQuery,
+		upstream: rec.upstream,
 		requests: f.s.metrics.Requests.WithLabelValues(api, route, "200", string(engine.Hit)),
 		duration: f.s.metrics.RequestDuration.WithLabelValues(api, string(engine.Hit))}
+	if m.size = memoCost(m); m.size > f.budget {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.memos[r.RequestURI]; !ok && len(f.memos) >= maxHitMemos {
-		// Start over rather than track use: what is still asked for comes back
-		// after its next answer through net/http.
-		clear(f.memos)
-	}
-	f.memos[r.RequestURI] = m
+	f.add(m)
 }
 
 // renderHead writes the response head net/http writes for a 200 with headers

@@ -19,6 +19,7 @@ import (
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/proxy"
 	"github.com/regmirror/regmirror/redact"
+	"github.com/regmirror/regmirror/writeidle"
 )
 
 func newLogger(cfg *config.Config) *slog.Logger {
@@ -100,7 +101,7 @@ func serve(c *cli.Context) error {
 	go func() {
 		if cfg.TLSCert != "" {
 			// HTTP/2 is negotiated by ServeTLS; the certificate comes from GetCertificate.
-			errc <- hs.ServeTLS(ln, "", "")
+			errc <- hs.ServeTLS(writeidle.Listener(ln, cfg.WriteIdleTimeout), "", "")
 		} else {
 			// Plain HTTP: repeated cached hits may be answered on the fast lane.
 			errc <- srv.Serve(hs, ln)
