@@ -65,9 +65,15 @@ func TestFastLaneMemosAreBounded(t *testing.T) {
 	_, up := newRegistry(t)
 	m := startMirror(t, "", []string{up}, nil, func(c *config.Config) { c.MemoryCacheSize = 1 << 20 })
 	hot := "/packages/vendor/country-codes/meta?version=1.2.0"
-	askOnOneConnection(t, m.URL, []string{hot, hot})
-	if n, _, _, has := m.srv.FastMemos(hot); n != 1 || !has {
-		t.Fatalf("after a hit the lane remembers %d targets (the hit: %v)", n, has)
+	// The fill's answer reaches the memory tier in its own time; the first
+	// hit net/http answers from there is remembered.
+	n, has := 0, false
+	for i := 0; i < 50 && !has; i++ {
+		askOnOneConnection(t, m.URL, []string{hot})
+		n, _, _, has = m.srv.FastMemos(hot)
+	}
+	if n != 1 || !has {
+		t.Fatalf("after hits the lane remembers %d targets (the hit: %v)", n, has)
 	}
 	var long []string
 	for i := range 300 {
