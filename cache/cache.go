@@ -88,9 +88,12 @@ type Cache struct {
 	diskUsed int64
 
 	evictions atomic.Int64
-	loaded    chan struct{}   // closed when the start-up accounting is done
-	deleted   map[string]bool // keys deleted while it runs; nil after
-	pending   map[string]int  // digests committed whose entry is not yet accounted
+	loaded    chan struct{}           // closed when the start-up accounting is done
+	deleted   map[string]bool         // keys deleted while it runs; nil after
+	pending   map[string]int          // digests committed whose entry is not yet accounted
+	queued    map[string]*queuedWrite // grouped writes not yet committed, by key
+
+	commit committer
 
 	startAccounting func()
 }
@@ -120,7 +123,7 @@ func New(ctx context.Context, store Store, tmpDir string, opts Options) (*Cache,
 	c := &Cache{
 		store: store, tmpDir: tmpDir, opts: opts, log: opts.Logger,
 		keys: map[string]keyState{}, blobs: map[string]blobState{},
-		readers: map[string]int{}, pending: map[string]int{},
+		readers: map[string]int{}, pending: map[string]int{}, queued: map[string]*queuedWrite{},
 	}
 	if opts.MemoryBytes > 0 {
 		counters := opts.MemoryBytes / 100
@@ -291,6 +294,9 @@ func (c *Cache) Lookup(ctx context.Context, key string) (*Hot, error) {
 	if h, ok := c.Memory(key); ok {
 		return h, nil
 	}
+	if h, ok := c.queuedHot(key); ok {
+		return h, nil
+	}
 	e, err := c.store.Entry(ctx, key)
 	if err != nil {
 		return nil, err
@@ -334,8 +340,16 @@ func (c *Cache) Stage(r io.Reader, maxSize int64, want string) (*Staged, error) 
 }
 
 // Put commits s (when not nil) and records e, then evicts if the disk limit is
-// passed. e.Digest and e.Size are taken from s.
+// passed. e.Digest and e.Size are taken from s. It returns once both are
+// durable, unless ctx carries a Group (see WithGroup): then once they are
+// queued for the group's next round.
 func (c *Cache) Put(ctx context.Context, e *Entry, s *Staged) (*Hot, error) {
+	if g := groupOf(ctx); g != nil {
+		if gs, ok := c.store.(GroupStore); ok {
+			return c.putGrouped(ctx, gs, g, e, s)
+		}
+	}
+	c.settle(e.Key)
 	var body []byte
 	if s != nil {
 		e.Digest, e.Size = s.Digest, s.Size
@@ -443,6 +457,7 @@ func (c *Cache) ReadAll(ctx context.Context, e *Entry) ([]byte, error) {
 
 // Delete removes the entry under key (its blob goes when nothing else names it).
 func (c *Cache) Delete(ctx context.Context, key string) error {
+	c.settle(key)
 	if c.mem != nil {
 		c.mem.Del(key)
 	}
@@ -454,7 +469,9 @@ func (c *Cache) Delete(ctx context.Context, key string) error {
 		c.deleted[key] = true
 	}
 	orphan := c.unaccount(key)
-	busy := c.readers[orphan] > 0
+	// A write about to name the same blob (a grouped one waits for its round)
+	// needs it as much as a reader does.
+	busy := c.readers[orphan] > 0 || c.pending[orphan] > 0
 	c.mu.Unlock()
 	if orphan != "" && !busy {
 		return c.store.DeleteBlob(ctx, orphan)
@@ -536,6 +553,7 @@ func (c *Cache) Stats() Stats {
 
 // Close closes the memory tier and the store.
 func (c *Cache) Close() error {
+	c.stopCommitter()
 	c.startAccounting() // a deferred accounting that never ran must not block Close
 	<-c.loaded
 	if c.mem != nil {

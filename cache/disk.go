@@ -360,35 +360,109 @@ func (d *Disk) RawEntriesWithPrefix(_ context.Context, prefix string, fn func(ke
 	})
 }
 
-// Commit implements Store: a rename into place, then an fsync of the folder so
-// the name survives a crash.
+// Commit implements Store: the staged file is fsynced and renamed into
+// place, then the folder is fsynced so the name survives a crash.
 func (d *Disk) Commit(_ context.Context, s *Staged) error {
 	if s.file == nil {
 		return errors.New("commit: staged body already discarded")
 	}
-	p, err := d.blobPath(s.Digest)
-	if err != nil {
+	if err := s.file.Sync(); err != nil {
+		return fmt.Errorf("commit %s: %w", s.Digest, err)
+	}
+	p, dir, err := d.moveIntoPlace(s)
+	if err != nil || p == "" {
 		return err
 	}
-	if fi, err := os.Stat(p); err == nil && fi.Size() == s.Size {
-		s.Discard()
-		return nil
+	syncDir(dir)
+	return nil
+}
+
+// Place implements GroupStore: Commit without the fsyncs, which Persist does
+// for a whole round.
+func (d *Disk) Place(_ context.Context, s *Staged) error {
+	if s.file == nil {
+		return errors.New("place: staged body already discarded")
 	}
-	if _, err := os.Stat(filepath.Dir(p)); errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
-			return fmt.Errorf("commit %s: %w", s.Digest, err)
+	_, _, err := d.moveIntoPlace(s)
+	return err
+}
+
+// moveIntoPlace renames a staged body to its blob path and returns that path
+// and its folder, or "" when this process already holds the blob whole (it
+// wrote or hashed it). A file found under the name that this process has not
+// checked is replaced, not trusted: a power cut may have left it torn.
+func (d *Disk) moveIntoPlace(s *Staged) (path, dir string, err error) {
+	p, err := d.blobPath(s.Digest)
+	if err != nil {
+		return "", "", err
+	}
+	dir = filepath.Dir(p)
+	if _, ok := d.verified.Load(s.Digest); ok {
+		if fi, err := os.Stat(p); err == nil && fi.Size() == s.Size {
+			s.Discard()
+			return "", dir, nil
+		}
+	}
+	err = os.Rename(s.file.Name(), p)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return "", "", fmt.Errorf("commit %s: %w", s.Digest, err)
 		}
 		// A new fan-out folder's name must survive a power cut too.
-		syncDir(filepath.Dir(filepath.Dir(p)))
+		syncDir(filepath.Dir(dir))
+		err = os.Rename(s.file.Name(), p)
 	}
-	if err := os.Rename(s.file.Name(), p); err != nil {
-		return fmt.Errorf("commit %s: %w", s.Digest, err)
+	if err != nil {
+		return "", "", fmt.Errorf("commit %s: %w", s.Digest, err)
 	}
 	s.file.Close()
 	s.file = nil
-	syncDir(filepath.Dir(p))
 	d.verified.Store(s.Digest, true)
+	return p, dir, nil
+}
+
+// Persist implements GroupStore: the blobs' files and their folders are
+// fsynced, or, for a large round on Linux, the whole filesystem at once
+// (syncfs), which is one journal commit instead of one per file.
+func (d *Disk) Persist(_ context.Context, digests []string) error {
+	if len(digests) == 0 {
+		return nil
+	}
+	if len(digests) >= syncfsFrom {
+		if err := syncFS(d.dir); err == nil {
+			return nil
+		}
+	}
+	dirs := map[string]bool{}
+	for _, dg := range digests {
+		p, err := d.blobPath(dg)
+		if err != nil {
+			return err
+		}
+		if err := syncFile(p); err != nil {
+			return fmt.Errorf("persist %s: %w", dg, err)
+		}
+		dirs[filepath.Dir(p)] = true
+	}
+	for dir := range dirs {
+		if err := syncFile(dir); err != nil {
+			return fmt.Errorf("persist %s: %w", dir, err)
+		}
+	}
 	return nil
+}
+
+// syncfsFrom is the round size from which one syncfs is cheaper than an fsync
+// per blob.
+const syncfsFrom = 8
+
+func syncFile(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 func syncDir(dir string) {

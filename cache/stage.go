@@ -20,7 +20,9 @@ type Staged struct {
 	file   *os.File
 }
 
-// Stage copies r into a new temporary file in dir, hashing it, and fsyncs it.
+// Stage copies r into a new temporary file in dir, hashing it. It does not
+// fsync it: the store makes a body durable when it commits it, and a body
+// that is only read (a push being checked) or uploaded never needs it.
 // A body larger than maxSize (when > 0) fails with ErrTooLarge. When want is
 // not empty the bytes must hash to it, else the result is ErrDigestMismatch.
 // On any error nothing is left behind.
@@ -53,9 +55,6 @@ func Stage(dir string, r io.Reader, maxSize int64, want string) (s *Staged, err 
 	digest := hex.EncodeToString(h.Sum(nil))
 	if want != "" && digest != want {
 		return nil, fmt.Errorf("stage: got sha256 %s, want %s: %w", digest, want, ErrDigestMismatch)
-	}
-	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("stage: %w", err)
 	}
 	return &Staged{Digest: digest, Size: n, file: f}, nil
 }

@@ -124,11 +124,15 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 	}
 	files := map[string]bool{}
 	var fileList []string
+	// What is fetched is committed in rounds (design.md, "Sync at the speed
+	// of the network"); the sync is complete once the group is.
+	group := cache.NewGroup()
+	gctx := cache.WithGroup(ctx, group)
 	s.parallel(ctx, o.Jobs, len(refs), func(i int) {
 		ref := refs[i]
 		t := s.hyItemTarget(ref, true)
 		t.From = up
-		a, err := s.fetchWithRetry(ctx, t)
+		a, err := s.fetchWithRetry(gctx, t)
 		record("item", ref.String(), a, err)
 		progress(ref.String())
 		if err != nil || a.Hot == nil {
@@ -149,10 +153,13 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 	s.parallel(ctx, o.Jobs, len(fileList), func(i int) {
 		t := s.hyFileTarget(fileList[i], true)
 		t.From = up
-		a, err := s.fetchWithRetry(ctx, t)
+		a, err := s.fetchWithRetry(gctx, t)
 		record("file", "file/sha256/"+fileList[i], a, err)
 		progress("file/sha256/" + fileList[i])
 	})
+	if err := group.Wait(); err != nil && res.Err == nil {
+		res.Err = fmt.Errorf("record what was fetched from %s: %w", up.Base, err)
+	}
 	if ctx.Err() != nil {
 		res.Err = ctx.Err()
 		return res

@@ -61,17 +61,21 @@ func (s *Server) syncRefPackOne(ctx context.Context, up *upstream.Upstream, o Sy
 	}
 	type job struct{ id, version string }
 	var jobs []job
+	// What is fetched is committed in rounds (design.md, "Sync at the speed
+	// of the network"); the sync is complete once the group is.
+	group := cache.NewGroup()
+	gctx := cache.WithGroup(ctx, group)
 	s.parallel(ctx, o.Jobs, len(ids), func(i int) {
 		id := ids[i]
 		vt := &engine.Target{API: "refpack", Route: "versions", Key: engine.RefPackVersions(id), Class: cache.Mutable,
 			Pool: s.refpack, From: up, Path: rpPath(id, refpack.SubVersions), Refresh: true, Pin: true}
-		a, err := s.fetchWithRetry(ctx, vt)
+		a, err := s.fetchWithRetry(gctx, vt)
 		if err != nil || a.Relay != nil || a.Hot.Entry.Status != http.StatusOK {
 			note(id+"/versions", a, err, true)
 			progress(id+"/versions", 0)
 			return
 		}
-		body, err := s.cache.ReadAll(ctx, a.Hot.Entry)
+		body, err := s.cache.ReadAll(gctx, a.Hot.Entry)
 		var vs struct {
 			Versions []refpack.VersionInfo `json:"versions"`
 		}
@@ -102,14 +106,17 @@ func (s *Server) syncRefPackOne(ctx context.Context, up *upstream.Upstream, o Sy
 		j := jobs[i]
 		zt := s.rpZipTarget(j.id, j.version, true)
 		zt.From = up
-		a, err := s.fetchWithRetry(ctx, zt)
+		a, err := s.fetchWithRetry(gctx, zt)
 		note(j.id+"@"+j.version, a, err, false)
 		mt := s.rpMetaTarget(j.id, j.version, true)
 		mt.From = up
-		a, err = s.fetchWithRetry(ctx, mt)
+		a, err = s.fetchWithRetry(gctx, mt)
 		note(j.id+"@"+j.version+"/meta", a, err, true)
 		progress(j.id+"@"+j.version, 0)
 	})
+	if err := group.Wait(); err != nil && res.Err == nil {
+		res.Err = fmt.Errorf("record what was fetched from %s: %w", up.Base, err)
+	}
 	if ctx.Err() != nil {
 		res.Err = ctx.Err()
 		return res
