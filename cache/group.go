@@ -84,7 +84,7 @@ const (
 	// roundLinger is how long a round waits for company once it has a first
 	// write: long enough that a round's fixed cost (the fsyncs, the index
 	// commit) is shared by many, short next to a sync.
-	roundLinger = 20 * time.Millisecond
+	roundLinger = 50 * time.Millisecond
 	// queueMax bounds the writes queued and not committed; a Put waits for
 	// room, which bounds the memory a fast sync holds.
 	queueMax = 2 * roundMax
@@ -165,10 +165,14 @@ func (c *Cache) commitRound(round []*queuedWrite) {
 		}
 	}
 	gs := c.store.(GroupStore)
+	start := time.Now()
 	err := gs.Persist(ctx, digests)
+	persisted := time.Now()
 	if err == nil && len(es) > 0 {
 		err = gs.PutEntries(ctx, es)
 	}
+	c.log.Debug("group commit round", "entries", len(es), "blobs", len(digests),
+		"persist", persisted.Sub(start), "index", time.Since(persisted), "err", err)
 	for _, w := range writes {
 		w.err = err
 	}

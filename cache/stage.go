@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 )
 
 // ErrTooLarge means a body passed the size limit it was staged with.
@@ -27,6 +30,10 @@ type Staged struct {
 // not empty the bytes must hash to it, else the result is ErrDigestMismatch.
 // On any error nothing is left behind.
 func Stage(dir string, r io.Reader, maxSize int64, want string) (s *Staged, err error) {
+	// Concurrent stagings in one folder contend for its lock, which costs
+	// many times the write itself while the store syncs the filesystem
+	// (a sync's rounds): spread them over a few subfolders.
+	dir = filepath.Join(dir, stageSpread[stageNext.Add(1)%uint32(len(stageSpread))])
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("stage: %w", err)
 	}
@@ -45,7 +52,9 @@ func Stage(dir string, r io.Reader, maxSize int64, want string) (s *Staged, err 
 	if maxSize > 0 {
 		src = io.LimitReader(r, maxSize+1)
 	}
-	n, err := io.Copy(io.MultiWriter(f, h), src)
+	buf := copyBufs.Get().(*[]byte)
+	n, err := io.CopyBuffer(io.MultiWriter(f, h), src, *buf)
+	copyBufs.Put(buf)
 	if err != nil {
 		return nil, fmt.Errorf("stage: %w", err)
 	}
@@ -58,6 +67,21 @@ func Stage(dir string, r io.Reader, maxSize int64, want string) (s *Staged, err 
 	}
 	return &Staged{Digest: digest, Size: n, file: f}, nil
 }
+
+// stageSpread names the subfolders stagings are spread over.
+var stageSpread = func() []string {
+	out := make([]string, 16)
+	for i := range out {
+		out[i] = fmt.Sprintf("%x", i)
+	}
+	return out
+}()
+
+var stageNext atomic.Uint32
+
+// copyBufs keeps the copy buffers of Stage: a sync stages tens of thousands
+// of bodies, and a fresh 32 KiB buffer for each is most of its garbage.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // ReadAt reads the staged bytes, e.g. to open them as a zip.
 func (s *Staged) ReadAt(p []byte, off int64) (int, error) { return s.file.ReadAt(p, off) }
