@@ -19,7 +19,9 @@
 #   RP_PACKAGES [1000]    RefPack packages (x 3 versions) for the RefPack sync
 #   FRESH=1               sync the Hydrilla repositories again even when a
 #                         matching data directory is kept in bench/out/cache
-#   ONLY="hits stampede query mem refpack"   run only these parts
+#   ONLY="hits stampede query mem refpack sync"   run only these parts
+#                         (sync: bench/sync.sh, the Hydrilla sync against its floor;
+#                         SYNC_MAPPINGS, SYNC_JOBS, BASE_BIN as described there)
 #   SKIP_INSTALL=1        do not install nginx and wrk (they must be on PATH)
 set -Eeuo pipefail
 
@@ -41,7 +43,7 @@ MEM_OBJECTS=${MEM_OBJECTS:-10000}
 MEM_OBJECT_BYTES=${MEM_OBJECT_BYTES:-16384}
 MEM_LIMIT=${MEM_LIMIT:-64MiB}
 RP_PACKAGES=${RP_PACKAGES:-1000}
-ONLY=${ONLY:-hits stampede query mem refpack}
+ONLY=${ONLY:-hits stampede query mem refpack sync}
 SEED=1
 
 BIN=$OUT/bin
@@ -151,6 +153,17 @@ HAVE_BARE=1
 go build -tags benchharness -o "$BIN/profile" ./bench/profile >"$LOGS/build-profile.log" 2>&1 || HAVE_BARE=0
 RM=$BIN/regmirror
 TOOL=$BIN/tool
+
+# --- The sync against its floor (bench/sync.sh): its own upstream (nginx
+# serving files) and data directories, so it runs first and alone.
+if want sync; then
+	log "sync against the floor (bench/sync.sh)"
+	OUT=$OUT SHM=${SHM%/*} SYNC_MAPPINGS=${SYNC_MAPPINGS:-$([[ $QUICK == 1 ]] && echo 1000 || echo 10000)} bench/sync.sh 2>&1 | tee "$LOGS/sync-speed.txt" >&2
+	if [[ $(echo $ONLY) == sync ]]; then
+		log "done in $(($(date +%s) - T0)) s; results in ${OUT#"$ROOT"/}/values/floor-sync.json"
+		exit 0
+	fi
+fi
 
 mapfile -t P < <("$TOOL" ports 17)
 P_UP=${P[0]} P_SLOW=${P[1]} P_BIG=${P[2]} P_RP=${P[3]}

@@ -13,7 +13,7 @@
 #   SYNC_JOBS [4]          sync --jobs, and the floor client's concurrency
 #   BASE_BIN               a second regmirror binary (main's, say) measured in the
 #                          same run, printed as "before"
-#   OUT [bench/out]        where the results go (OUT/values/sync-speed.json, OUT/logs)
+#   OUT [bench/out]        where the results go (OUT/values/floor-sync.json, OUT/logs)
 #   SHM [/dev/shm]         the tmpfs for the data directory on memory
 # Prints, for each binary, the sync's time on disk and on tmpfs as a ratio to
 # the floor, and its peak RSS (/usr/bin/time -v).
@@ -119,7 +119,7 @@ measure() { # measure LABEL BIN
 [[ -n $BASE_BIN ]] && measure before "$BASE_BIN"
 measure after "$OUT/bin/regmirror"
 
-python3 - "$FLOOR" "$SYNC_MAPPINGS" "$SYNC_JOBS" "$OUT/values/sync-speed.json" "$(cat "$WORK/floor.json")" "${ROWS[@]}" <<'EOF'
+python3 - "$FLOOR" "$SYNC_MAPPINGS" "$SYNC_JOBS" "$OUT/values/floor-sync.json" "$(cat "$WORK/floor.json")" "${ROWS[@]}" <<'EOF'
 import json, sys
 floor, mappings, jobs, out, fl = float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
 rows = [r.split() for r in sys.argv[6:]]

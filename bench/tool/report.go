@@ -407,6 +407,25 @@ func cmdReport(args []string) error {
 			p("| %s: time / peak RSS | %.1f s / %.0f MiB |\n", r.Name, r.Seconds, float64(r.MaxRSSKiB)/1024)
 		}
 	}
+	var fsy struct {
+		Mappings     int     `json:"mappings"`
+		Jobs         int     `json:"jobs"`
+		FloorSeconds float64 `json:"floor_seconds"`
+		Runs         []struct {
+			Binary     string  `json:"binary"`
+			Data       string  `json:"data"`
+			Seconds    float64 `json:"seconds"`
+			Ratio      float64 `json:"ratio"`
+			PeakRSSKiB int64   `json:"peak_rss_kib"`
+		} `json:"runs"`
+	}
+	if readJSON(filepath.Join(*dir, "values", "floor-sync.json"), &fsy) {
+		p("| Hydrilla sync of %d mappings, --jobs %d: the floor (fetch + sha256, nothing stored) | %.2f s |\n", fsy.Mappings, fsy.Jobs, fsy.FloorSeconds)
+		for _, r := range fsy.Runs {
+			p("| … sync (%s), data directory on %s: time / × floor / peak RSS | %.2f s / %.1f× / %.0f MiB |\n",
+				r.Binary, r.Data, r.Seconds, r.Ratio, float64(r.PeakRSSKiB)/1024)
+		}
+	}
 	p("\n")
 
 	// Targets.
