@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -464,6 +465,52 @@ func settle(repo *hydrillatest.Repo) {
 			n, since = m, time.Now()
 		} else if time.Since(since) > 300*time.Millisecond {
 			return
+		}
+	}
+}
+
+// TestKillGroupedSyncAtRandomPoints kills `regmirror sync` (SIGKILL) several
+// times on one data directory, each time after a random number of upstream
+// answers, so kills land while blobs are placed but their round is not yet
+// committed, and while a round commits. After every kill the index names only
+// whole blobs (verify may find blobs no entry names: the round in flight);
+// a last sync then exits 0 and verify exits 0.
+func TestKillGroupedSyncAtRandomPoints(t *testing.T) {
+	repo := hydrillatest.Generate(40, 7)
+	repo.SetDelay(2 * time.Millisecond)
+	up := newGate(t, repo.Handler())
+	data := t.TempDir()
+	syncArgs := []string{"sync", "--data", data, "--hydrilla-upstream", up.URL(), "--jobs", "4", "--log-level", "warn"}
+	total := 1 + len(repo.Refs()) + len(repo.Files())
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	t.Logf("%d objects; kill points from seed %d", total, seed)
+	for run := 1; run <= 3; run++ {
+		repo.Reset()
+		killAt := 1 + rng.IntN(total)
+		p := startProc(t, fmt.Sprintf("sync#%d", run), syncArgs...)
+		waitFor(t, 60*time.Second, fmt.Sprintf("%d upstream requests of sync #%d", killAt, run), func() bool {
+			return p.exited() || len(repo.Requests()) >= killAt
+		})
+		if p.exited() {
+			t.Logf("sync #%d ended (%v) before %d requests: nothing left to fetch", run, p.state, killAt)
+			continue
+		}
+		p.kill()
+		settle(repo)
+		t.Logf("sync #%d killed after %d upstream requests", run, len(repo.Requests()))
+		checkCrashVerify(t, copyDir(t, data))
+	}
+	code, stdout, _ := runCmd(t, 2*time.Minute, syncArgs...)
+	if code != 0 {
+		t.Fatalf("the sync after the kills exited %d; want 0:\n%s", code, stdout)
+	}
+	mustVerify(t, data)
+	idx := readIndex(t, data)
+	for _, f := range repo.Files() {
+		if e, ok := idx["hy/file/"+f]; !ok || !e.Pinned {
+			t.Errorf("after the last sync the index has file %s = %+v (present %v); want a pinned entry", f, e, ok)
+			break
 		}
 	}
 }
