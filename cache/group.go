@@ -204,7 +204,9 @@ func (c *Cache) commitRound(round []*queuedWrite) {
 			w.g.wg.Done()
 		}
 	}
-	c.evict(ctx)
+	// No eviction here: it may delete a key with a write queued, which waits
+	// for the rounds (settle), so this goroutine must not run it. Grouped
+	// writes evict as they come (putGrouped).
 }
 
 // putGrouped is Put for a write that joins g: see Group.
@@ -233,6 +235,8 @@ func (c *Cache) putGrouped(ctx context.Context, gs GroupStore, g *Group, e *Entr
 		c.mem.Del(e.Key)
 	}
 	w.hot = &Hot{Entry: e}
+	// What the rounds before this one accounted may have passed the limit.
+	c.evict(ctx)
 	c.startCommitter()
 	g.wg.Add(1)
 	c.mu.Lock()
