@@ -130,13 +130,20 @@ func (d *Disk) Entry(_ context.Context, key string) (*Entry, error) {
 	err := d.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(entriesBucket).Get([]byte(key))
 		if v == nil {
-			return fmt.Errorf("entry %q: %w", key, ErrNotFound)
+			return entryNotFound(key)
 		}
 		e = new(Entry)
 		return json.Unmarshal(v, e)
 	})
 	return e, err
 }
+
+// entryNotFound is the error of a lookup that finds no entry: a type, not
+// fmt.Errorf, since every miss of a sync or a cold read makes one.
+type entryNotFound string
+
+func (e entryNotFound) Error() string { return fmt.Sprintf("entry %q: %v", string(e), ErrNotFound) }
+func (e entryNotFound) Unwrap() error { return ErrNotFound }
 
 // PutEntry implements Store.
 func (d *Disk) PutEntry(_ context.Context, e *Entry) error {
