@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
-	"sync/atomic"
 )
 
 // ErrTooLarge means a body passed the size limit it was staged with.
@@ -30,10 +28,6 @@ type Staged struct {
 // not empty the bytes must hash to it, else the result is ErrDigestMismatch.
 // On any error nothing is left behind.
 func Stage(dir string, r io.Reader, maxSize int64, want string) (s *Staged, err error) {
-	// Concurrent stagings in one folder contend for its lock, which costs
-	// many times the write itself while the store syncs the filesystem
-	// (a sync's rounds): spread them over a few subfolders.
-	dir = filepath.Join(dir, stageSpread[stageNext.Add(1)%uint32(len(stageSpread))])
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("stage: %w", err)
 	}
@@ -67,17 +61,6 @@ func Stage(dir string, r io.Reader, maxSize int64, want string) (s *Staged, err 
 	}
 	return &Staged{Digest: digest, Size: n, file: f}, nil
 }
-
-// stageSpread names the subfolders stagings are spread over.
-var stageSpread = func() []string {
-	out := make([]string, 16)
-	for i := range out {
-		out[i] = fmt.Sprintf("%x", i)
-	}
-	return out
-}()
-
-var stageNext atomic.Uint32
 
 // copyBufs keeps the copy buffers of Stage: a sync stages tens of thousands
 // of bodies, and a fresh 32 KiB buffer for each is most of its garbage.
