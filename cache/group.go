@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -102,7 +103,10 @@ type queuedWrite struct {
 
 // committer runs the rounds of grouped writes, one at a time, in queue order.
 type committer struct {
-	once sync.Once
+	// queued counts the writes queued and not committed, so a lookup when
+	// none is (every lookup of a serve without a sync) takes no lock.
+	queued atomic.Int64
+	once   sync.Once
 	q    chan *queuedWrite
 	quit chan struct{}
 }
@@ -183,6 +187,7 @@ func (c *Cache) commitRound(round []*queuedWrite) {
 		if c.queued[e.Key] == w {
 			delete(c.queued, e.Key)
 		}
+		c.commit.queued.Add(-1)
 		if w.placed != "" {
 			if c.pending[w.placed]--; c.pending[w.placed] <= 0 {
 				delete(c.pending, w.placed)
@@ -241,6 +246,7 @@ func (c *Cache) putGrouped(ctx context.Context, gs GroupStore, g *Group, e *Entr
 	g.wg.Add(1)
 	c.mu.Lock()
 	c.queued[e.Key] = w
+	c.commit.queued.Add(1)
 	c.mu.Unlock()
 	c.commit.q <- w
 	return w.hot, nil
@@ -248,6 +254,9 @@ func (c *Cache) putGrouped(ctx context.Context, gs GroupStore, g *Group, e *Entr
 
 // queuedHot is the grouped write of key not yet committed, if any.
 func (c *Cache) queuedHot(key string) (*Hot, bool) {
+	if c.commit.queued.Load() == 0 {
+		return nil, false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if w, ok := c.queued[key]; ok {
