@@ -107,8 +107,8 @@ type committer struct {
 	// none is (every lookup of a serve without a sync) takes no lock.
 	queued atomic.Int64
 	once   sync.Once
-	q    chan *queuedWrite
-	quit chan struct{}
+	q      chan *queuedWrite
+	quit   chan struct{}
 }
 
 func (c *Cache) startCommitter() {
