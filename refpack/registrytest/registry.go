@@ -613,10 +613,7 @@ func (r *Registry) download(req *http.Request, rt refpack.Route) *resp {
 	case "":
 		h := http.Header{}
 		h.Set("Content-Type", refpack.ContentTypeZip)
-		name := strings.ReplaceAll(p.id, "/", "-") + "-" + v.version + ".refpack.zip"
-		// Quoted always, as the API document shows it; mime.FormatMediaType would
-		// leave a token-only name unquoted.
-		h.Set("Content-Disposition", `attachment; filename="`+name+`"`)
+		h.Set("Content-Disposition", refpack.ContentDisposition(p.id, v.version))
 		return &resp{status: http.StatusOK, header: h, body: zipBytes}
 	case refpack.SubMeta:
 		m := make(map[string]any, len(man))
@@ -624,7 +621,7 @@ func (r *Registry) download(req *http.Request, rt refpack.Route) *resp {
 			m[k] = val
 		}
 		m["id"] = p.id // the registry's view: its own id, not the manifest's name
-		return jsonResp(http.StatusOK, orderedJSON(m, manifestKeys))
+		return jsonResp(http.StatusOK, refpack.OrderedJSON(m, refpack.ManifestKeys))
 	}
 	file := refpack.FileName(rt.Sub)
 	b, err := refpack.ReadZipFile(bytes.NewReader(zipBytes), int64(len(zipBytes)), file)
@@ -641,39 +638,18 @@ func (r *Registry) download(req *http.Request, rt refpack.Route) *resp {
 
 // versions answers /versions, newest first by SemVer precedence.
 func (r *Registry) versions(id string) *resp {
-	type row struct {
-		info refpack.VersionInfo
-		sv   *semver.Version
-	}
-	var rows []row
+	var infos []refpack.VersionInfo
 	r.mu.Lock()
 	if p := r.pkgs[id]; p != nil {
-		for _, v := range p.versions {
-			rows = append(rows, row{refpack.VersionInfo{Version: v.version, CreatedAt: v.created, IsArchived: v.archived}, v.sv})
-		}
+		infos = p.infos()
 	}
 	r.mu.Unlock()
-	if len(rows) == 0 {
+	if len(infos) == 0 {
 		return errorResp(http.StatusNotFound, refpack.ErrTitlePackageNotFound, refpack.PackageNotFoundMessage(id, ""))
 	}
-	slices.SortFunc(rows, func(a, b row) int {
-		if c := b.sv.Compare(a.sv); c != 0 {
-			return c
-		}
-		return strings.Compare(b.info.Version, a.info.Version)
-	})
-	out := struct {
-		PackageID string                `json:"packageId"`
-		Versions  []refpack.VersionInfo `json:"versions"`
-	}{PackageID: id}
-	for _, r := range rows {
-		out.Versions = append(out.Versions, r.info)
-	}
-	return marshalResp(http.StatusOK, out)
+	refpack.SortNewestFirst(infos)
+	return marshalResp(http.StatusOK, refpack.VersionsAnswer{PackageID: id, Versions: infos})
 }
-
-// itemKeys is the key order of the seed's list items.
-var itemKeys = []string{"id", "name", "description", "version", "isArchived", "updatedAt"}
 
 // list answers GET /packages and /packages/advanced-search with one item per
 // package: its latest version, or when every version is archived its highest
@@ -687,15 +663,9 @@ func (r *Registry) list(req *http.Request, advanced bool) *resp {
 	items := make([]refpack.ListItem, 0, len(r.pkgs))
 	fields := map[string]map[string]any{}
 	for id, p := range r.pkgs {
-		l, ok := refpack.Latest(p.infos())
+		l, ok := refpack.ListedVersion(p.infos())
 		if !ok {
-			all := p.infos()
-			for i := range all {
-				all[i].IsArchived = false
-			}
-			if l, ok = refpack.Latest(all); !ok {
-				continue
-			}
+			continue
 		}
 		v := p.versions[l]
 		title, _ := v.manifest["title"].(string)
@@ -708,16 +678,7 @@ func (r *Registry) list(req *http.Request, advanced bool) *resp {
 	}
 	r.mu.Unlock()
 	page := q.Apply(items, func(id string) map[string]any { return fields[id] })
-	var b bytes.Buffer
-	b.WriteString(`{"items":[`)
-	for i, it := range page.Items {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.Write(orderedJSON(it, itemKeys))
-	}
-	fmt.Fprintf(&b, `],"totalCount":%d,"pageNumber":%d,"pageSize":%d,"totalPages":%d}`, page.TotalCount, page.PageNumber, page.PageSize, page.TotalPages)
-	return jsonResp(http.StatusOK, b.Bytes())
+	return jsonResp(http.StatusOK, refpack.MarshalListPage(page))
 }
 
 // authorized accepts X-API-Key or the RefPack CLI's Authorization: Bearer.

@@ -7,13 +7,14 @@ package registrytest
 import (
 	"archive/zip"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/regmirror/regmirror/refpack"
 )
 
 // PackageOption changes a package built by MakeZip or AddPackage. Options that
@@ -172,9 +173,6 @@ func buildSpec(opts []PackageOption) *spec {
 	return p
 }
 
-// manifestKeys is the key order of the seed's manifest.
-var manifestKeys = []string{"id", "version", "title", "idField", "nameField", "description", "authors", "createdUtc", "tags", "license"}
-
 // manifest builds data.meta.json's object the way the real packer fills it.
 func (p *spec) manifestObject(id, version string) map[string]any {
 	title := p.title
@@ -200,43 +198,6 @@ func orEmpty(s []string) []string {
 	return s
 }
 
-// orderedJSON encodes m with keys in order first, then the rest sorted, so
-// answers are stable and look like the seed's.
-func orderedJSON(m map[string]any, order []string) []byte {
-	var b bytes.Buffer
-	b.WriteByte('{')
-	n := 0
-	write := func(k string) {
-		v, ok := m[k]
-		if !ok {
-			return
-		}
-		if n > 0 {
-			b.WriteByte(',')
-		}
-		n++
-		kb, _ := json.Marshal(k)
-		vb, err := json.Marshal(v)
-		if err != nil {
-			panic(fmt.Sprintf("registrytest: encode %q: %v", k, err))
-		}
-		b.Write(kb)
-		b.WriteByte(':')
-		b.Write(vb)
-	}
-	for _, k := range order {
-		write(k)
-	}
-	rest := slices.Sorted(maps.Keys(m))
-	for _, k := range rest {
-		if !slices.Contains(order, k) {
-			write(k)
-		}
-	}
-	b.WriteByte('}')
-	return b.Bytes()
-}
-
 // MakeZip builds a valid .refpack.zip whose manifest id is id (the name part of a
 // registry id: "country-codes", not "vendor/country-codes") and version version,
 // shaped like the real packer's: every file DEFLATE, entries in directory
@@ -256,7 +217,7 @@ func makeZip(id, version string, p *spec) ([]byte, map[string]any) {
 		"data.meta.json.jws": []byte(DefaultJWS),
 	}
 	man := p.manifestObject(id, version)
-	files["data.meta.json"] = orderedJSON(man, manifestKeys)
+	files["data.meta.json"] = refpack.OrderedJSON(man, refpack.ManifestKeys)
 	if p.manifest != nil {
 		files["data.meta.json"] = p.manifest
 	}
