@@ -418,6 +418,11 @@ func (c *Cache) PutBody(ctx context.Context, e *Entry, body []byte) (*Hot, error
 func (c *Cache) Open(ctx context.Context, e *Entry) (Blob, error) {
 	b, err := c.store.Open(ctx, e.Digest)
 	if err != nil {
+		if e.Hosted && (errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrNotFound)) {
+			// The only copy: keep the entry for the operator to restore the blob.
+			c.log.Error("stored blob of a hosted entry is missing or corrupt; kept, restore it from a backup", "key", e.Key, "digest", e.Digest, "err", err)
+			return nil, fmt.Errorf("entry %q: %w", e.Key, err)
+		}
 		if errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrNotFound) {
 			c.log.Error("stored blob is missing or corrupt; dropping its entry", "key", e.Key, "digest", e.Digest, "err", err)
 			c.Delete(ctx, e.Key)
@@ -512,7 +517,7 @@ func (c *Cache) evict(ctx context.Context) {
 			return
 		}
 		e, err := c.store.Entry(ctx, cd.key)
-		if err != nil || e.Pinned {
+		if err != nil || e.Pinned || e.Hosted {
 			continue
 		}
 		c.mu.Lock()

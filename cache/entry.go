@@ -49,6 +49,11 @@ type Entry struct {
 	Upstream     string `json:"upstream,omitempty"` // base URL the answer came from
 	// Pinned entries were stored by sync; eviction never removes them.
 	Pinned bool `json:"pinned,omitempty"`
+	// Hosted entries are the mirror's own (packages pushed to it): there is no
+	// upstream to fetch them from again, so nothing removes them — not
+	// eviction, not a failed blob check, not verify --repair. They are Pinned
+	// too.
+	Hosted bool `json:"hosted,omitempty"`
 	// Meta holds facts the API layer derived from the body when it was stored
 	// (a Hydrilla item's identity and URL patterns), so an index can be rebuilt
 	// at start from the entries alone, without reading every body.

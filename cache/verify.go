@@ -14,18 +14,26 @@ type Problem struct {
 	Key    string // the entry, or "" for a blob no entry names
 	Digest string
 	What   string
+	// Unrecoverable: the entry is hosted (the mirror's own), so repair keeps
+	// it; only a backup can restore its blob.
+	Unrecoverable bool
 }
 
 func (p Problem) String() string {
 	if p.Key == "" {
 		return fmt.Sprintf("blob %s: %s", p.Digest, p.What)
 	}
+	if p.Unrecoverable {
+		return fmt.Sprintf("entry %q (blob %s): %s; hosted, so unrecoverable: kept, restore the blob from a backup", p.Key, p.Digest, p.What)
+	}
 	return fmt.Sprintf("entry %q (blob %s): %s", p.Key, p.Digest, p.What)
 }
 
 // Verify checks every blob against its digest and every entry against the
 // blobs. With repair it drops entries whose blob is missing or corrupt and
-// blobs no entry names. It returns what it found (before repair).
+// blobs no entry names. It returns what it found (before repair). Hosted
+// entries are never dropped, nor their blobs deleted: their problems are
+// reported Unrecoverable.
 func Verify(ctx context.Context, st Store, repair bool) ([]Problem, error) {
 	var problems []Problem
 	sizes := map[string]int64{}
@@ -42,9 +50,13 @@ func Verify(ctx context.Context, st Store, repair bool) ([]Problem, error) {
 	}
 	shared := isShared(st)
 	named := map[string]bool{}
+	hosted := map[string]bool{} // digests of hosted entries: never deleted
 	var drop []string
 	err = st.Entries(ctx, func(e *Entry) error {
 		named[e.Digest] = true
+		if e.Hosted {
+			hosted[e.Digest] = true
+		}
 		if _, ok := sizes[e.Digest]; !ok && shared {
 			// On a shared store the blob may have been committed by another
 			// process after the blob walk: look again before judging.
@@ -55,15 +67,19 @@ func Verify(ctx context.Context, st Store, repair bool) ([]Problem, error) {
 				sizes[e.Digest] = -1
 			}
 		}
+		var what string
 		switch size, ok := sizes[e.Digest]; {
 		case !ok:
-			problems = append(problems, Problem{e.Key, e.Digest, "blob is missing"})
-			drop = append(drop, e.Key)
+			what = "blob is missing"
 		case bad[e.Digest] != "":
-			problems = append(problems, Problem{e.Key, e.Digest, bad[e.Digest]})
-			drop = append(drop, e.Key)
+			what = bad[e.Digest]
 		case size != e.Size:
-			problems = append(problems, Problem{e.Key, e.Digest, fmt.Sprintf("blob has %d bytes, entry says %d", size, e.Size)})
+			what = fmt.Sprintf("blob has %d bytes, entry says %d", size, e.Size)
+		default:
+			return nil
+		}
+		problems = append(problems, Problem{Key: e.Key, Digest: e.Digest, What: what, Unrecoverable: e.Hosted})
+		if !e.Hosted {
 			drop = append(drop, e.Key)
 		}
 		return nil
@@ -79,9 +95,9 @@ func Verify(ctx context.Context, st Store, repair bool) ([]Problem, error) {
 			continue
 		}
 		if !named[d] {
-			problems = append(problems, Problem{"", d, "no entry names it"})
+			problems = append(problems, Problem{Digest: d, What: "no entry names it"})
 			orphans = append(orphans, d)
-		} else if bad[d] != "" {
+		} else if bad[d] != "" && !hosted[d] {
 			orphans = append(orphans, d)
 		}
 	}

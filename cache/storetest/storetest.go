@@ -123,7 +123,7 @@ func Run(t *testing.T, b Backend) {
 			Key: "rp/meta/vendor/country-codes@1.2.0", Digest: digestOf(body), Size: int64(len(body)), Status: 200,
 			Header:    http.Header{"Content-Type": {"application/json; charset=utf-8"}, "Content-Disposition": {`attachment; filename="a.zip"`}},
 			FetchedAt: time.Date(2026, 11, 25, 1, 2, 3, 4, time.UTC), Class: cache.Mutable,
-			ETag: `W/"abc"`, LastModified: "Wed, 25 Nov 2026 01:02:03 GMT", Upstream: "http://127.0.0.1:1/api", Pinned: true,
+			ETag: `W/"abc"`, LastModified: "Wed, 25 Nov 2026 01:02:03 GMT", Upstream: "http://127.0.0.1:1/api", Pinned: true, Hosted: true,
 			Meta: []byte(`{"patterns":["https://example.org/***"]}`),
 		}
 		if err := s.PutEntry(ctx, want); err != nil {
@@ -135,7 +135,7 @@ func Run(t *testing.T, b Backend) {
 		}
 		if got.Key != want.Key || got.Digest != want.Digest || got.Size != want.Size || got.Status != want.Status ||
 			!got.FetchedAt.Equal(want.FetchedAt) || got.Class != want.Class || got.ETag != want.ETag ||
-			got.LastModified != want.LastModified || got.Upstream != want.Upstream || got.Pinned != want.Pinned ||
+			got.LastModified != want.LastModified || got.Upstream != want.Upstream || got.Pinned != want.Pinned || got.Hosted != want.Hosted ||
 			string(got.Meta) != string(want.Meta) ||
 			got.Header.Get("Content-Type") != want.Header.Get("Content-Type") ||
 			got.Header.Get("Content-Disposition") != want.Header.Get("Content-Disposition") {
