@@ -100,17 +100,33 @@ type ListPage struct {
 // and is left out of such a search. Items are returned as given, not copied.
 // A page past the end has no items; Items is never nil so it encodes as [].
 func (q ListQuery) Apply(items []ListItem, fields func(id string) map[string]any) ListPage {
-	page, size := max(q.Page, 1), q.PageSize
-	if size < 1 || size > MaxPageSize {
-		size = DefaultPageSize
-	}
+	return q.Cut(q.Filter(items, fields))
+}
+
+// Filter returns the items that match the query (see Apply), sorted by id.
+func (q ListQuery) Filter(items []ListItem, fields func(id string) map[string]any) []ListItem {
 	var kept []ListItem
 	for _, it := range items {
 		if q.matches(it, fields) {
 			kept = append(kept, it)
 		}
 	}
-	sort.SliceStable(kept, func(i, j int) bool { return itemID(kept[i]) < itemID(kept[j]) })
+	SortByID(kept)
+	return kept
+}
+
+// SortByID sorts list items by id, as every list is.
+func SortByID(items []ListItem) {
+	sort.SliceStable(items, func(i, j int) bool { return ItemID(items[i]) < ItemID(items[j]) })
+}
+
+// Cut cuts the asked page out of items that are already filtered and sorted;
+// TotalCount and TotalPages are those of all of them.
+func (q ListQuery) Cut(kept []ListItem) ListPage {
+	page, size := max(q.Page, 1), q.PageSize
+	if size < 1 || size > MaxPageSize {
+		size = DefaultPageSize
+	}
 	out := ListPage{Items: []ListItem{}, TotalCount: len(kept), PageNumber: page, PageSize: size}
 	out.TotalPages = (len(kept) + size - 1) / size
 	// Compare pages before multiplying: a huge page number must not overflow.
@@ -121,11 +137,12 @@ func (q ListQuery) Apply(items []ListItem, fields func(id string) map[string]any
 	return out
 }
 
-func itemID(it ListItem) string { s, _ := it["id"].(string); return s }
+// ItemID is a list item's "id" ("" when it has none).
+func ItemID(it ListItem) string { s, _ := it["id"].(string); return s }
 
 // matches applies every criterion of q to one item.
 func (q ListQuery) matches(it ListItem, fields func(string) map[string]any) bool {
-	id := itemID(it)
+	id := ItemID(it)
 	if !q.IncludeArchived {
 		if a, _ := it["isArchived"].(bool); a {
 			return false
