@@ -12,7 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/regmirror/regmirror/apikeys"
 	"github.com/regmirror/regmirror/redact"
+	"github.com/regmirror/regmirror/refpack"
 )
 
 // Default upstreams and addresses (design.md, Command line).
@@ -74,6 +76,13 @@ type Config struct {
 	S3Region    string
 	S3PathStyle bool
 	S3LeaseTTL  time.Duration
+
+	// HostedOwners are the RefPack owners the mirror is the registry of.
+	HostedOwners []string
+	// APIKeysFile names the keys that may write hosted owners.
+	APIKeysFile string
+	// HydrillaLocal are Hydrilla repository directories served first.
+	HydrillaLocal []string
 }
 
 // Default returns the configuration of `regmirror serve` with no flags.
@@ -192,6 +201,23 @@ func (c *Config) Validate() error {
 		}
 		if _, err := os.ReadFile(f); err != nil {
 			bad(k, "%v", err)
+		}
+	}
+	for _, o := range c.HostedOwners {
+		if !refpack.ValidID(o) || strings.Contains(o, "/") {
+			bad("hosted-owner", "%q is not a RefPack owner ([A-Za-z0-9_-], starting and ending alphanumeric)", o)
+		}
+	}
+	if c.APIKeysFile != "" {
+		if _, err := apikeys.Load(c.APIKeysFile); err != nil {
+			bad("api-keys-file", "%v", err)
+		}
+	}
+	for _, d := range c.HydrillaLocal {
+		if fi, err := os.Stat(d); err != nil {
+			bad("hydrilla-local", "%v", err)
+		} else if !fi.IsDir() {
+			bad("hydrilla-local", "%s is not a directory", d)
 		}
 	}
 	if c.BlobStore != "" {

@@ -86,6 +86,8 @@ func TestBadValuesNameTheKey(t *testing.T) {
 	dir := t.TempDir()
 	unknown := filepath.Join(dir, "unknown.yaml")
 	os.WriteFile(unknown, []byte("listen: 127.0.0.1:1\nlisten-adress: x\n"), 0o600)
+	badKeys := filepath.Join(dir, "keys")
+	os.WriteFile(badKeys, []byte("ci not-a-hash ourco\n"), 0o600)
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -99,6 +101,10 @@ func TestBadValuesNameTheKey(t *testing.T) {
 		{[]string{"--tls-cert", "/nonexistent.pem"}, "tls-cert"},
 		{[]string{"--blob-store", "http://bucket"}, "blob-store"},
 		{[]string{"--config", unknown}, "listen-adress"},
+		{[]string{"--hosted-owner", "our/co"}, "hosted-owner"},
+		{[]string{"--api-keys-file", badKeys}, "api-keys-file"},
+		{[]string{"--api-keys-file", filepath.Join(dir, "absent")}, "api-keys-file"},
+		{[]string{"--hydrilla-local", unknown}, "hydrilla-local"},
 	} {
 		_, _, err := load(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -254,6 +254,15 @@ var keys = []key{
 	mk("s3-path-style", kBool, "use path-style S3 addressing", func() (func(*Config) string, func(*Config, string) error) {
 		return boolean(func(c *Config) *bool { return &c.S3PathStyle })
 	}).alsoFor(Sync, Verify),
+	mk("hosted-owner", kList, "RefPack owner whose packages this mirror hosts itself: pushed here, never forwarded nor read upstream (repeatable)", func() (func(*Config) string, func(*Config, string) error) {
+		return list(func(c *Config) *[]string { return &c.HostedOwners })
+	}).alsoFor(Sync),
+	mk("api-keys-file", kString, "file of keys that may push to hosted owners: NAME SHA256HEX OWNERS a line (reloaded on SIGHUP)", func() (func(*Config) string, func(*Config, string) error) {
+		return str(func(c *Config) *string { return &c.APIKeysFile })
+	}),
+	mk("hydrilla-local", kList, "Hydrilla repository directory served as the first repository, as hydrilla-builder writes it (repeatable; reloaded on SIGHUP)", func() (func(*Config) string, func(*Config, string) error) {
+		return list(func(c *Config) *[]string { return &c.HydrillaLocal })
+	}).alsoFor(Sync),
 	mk("s3-lease-ttl", kDuration, "lifetime of a fill lease in the bucket, renewed while the fill runs", func() (func(*Config) string, func(*Config, string) error) {
 		return duration(func(c *Config) *time.Duration { return &c.S3LeaseTTL })
 	}).alsoFor(Sync),
