@@ -84,8 +84,8 @@ type Options struct {
 	Logger *slog.Logger
 	// RefreshEvery bounds how old the index may be on a store other processes
 	// write too (a fleet's bucket) before a read reloads it; default 2 s. A
-	// read of a version the index lacks reloads at once (at most once a
-	// second), so a push through another replica is served immediately.
+	// read of a version the index lacks, and every write, reads that package
+	// again at once, so a push through another replica is served immediately.
 	RefreshEvery time.Duration
 }
 
@@ -103,8 +103,9 @@ type RefPack struct {
 	pkgs     map[string]*pkg // by id
 	loadedAt time.Time
 
-	writeMu  sync.Mutex // pushes and archives, one at a time
-	reloadMu sync.Mutex // one reload at a time
+	// writeMu orders pushes, archives and reloads, so a reload never swaps in
+	// an index read before a push that then lacks it.
+	writeMu sync.Mutex
 }
 
 // NewRefPack opens the hosted store over c and loads its index.
@@ -171,8 +172,8 @@ func (s *RefPack) canonical(id string) string {
 // Reload rebuilds the index from the store. Entries that cannot be read are
 // logged and left out (and left in the store).
 func (s *RefPack) Reload(ctx context.Context) error {
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	return s.reloadLocked(ctx)
 }
 
@@ -246,34 +247,51 @@ func newVersion(rec record, e *cache.Entry) (*version, error) {
 }
 
 // fresh reloads the index when another process may have changed it: on a
-// shared store, when it is older than RefreshEvery, or (missed) when a read
-// found nothing and the index is over a second old.
-func (s *RefPack) fresh(ctx context.Context, missed bool) {
+// shared store, when it is older than RefreshEvery. A request that finds a
+// reload or a write under way uses the index as it is rather than wait.
+func (s *RefPack) fresh(ctx context.Context) {
 	if !s.shared {
 		return
 	}
 	s.mu.RLock()
 	age := s.now().Sub(s.loadedAt)
 	s.mu.RUnlock()
-	if age < s.every && !(missed && age >= time.Second) {
+	if age < s.every || !s.writeMu.TryLock() {
 		return
 	}
-	if !s.reloadMu.TryLock() {
-		if !missed {
-			return // another request is reloading; this one uses the index as it is
-		}
-		s.reloadMu.Lock()
-	}
-	defer s.reloadMu.Unlock()
-	s.mu.RLock()
-	again := s.now().Sub(s.loadedAt) >= min(s.every, time.Second)
-	s.mu.RUnlock()
-	if !again {
-		return
-	}
+	defer s.writeMu.Unlock()
 	if err := s.reloadLocked(ctx); err != nil {
 		s.log.Warn("reload hosted packages", "err", err)
 	}
+}
+
+// freshPackage reads one package's versions from a shared store again: what
+// a read that found nothing, and every write, does, so that what another
+// replica pushed is seen at once. It lists only that package's entries.
+func (s *RefPack) freshPackage(ctx context.Context, id string) {
+	if !s.shared {
+		return
+	}
+	p := &pkg{id: id, versions: map[string]*version{}}
+	err := cache.WalkPrefix(ctx, s.c.Store(), KeyPrefix+id+"@", func(e *cache.Entry) error {
+		v, err := versionOf(e)
+		if err != nil || v.rec.ID != id {
+			return nil
+		}
+		p.versions[v.rec.Version] = v
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("reload hosted package", "id", id, "err", err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(p.versions) == 0 {
+		delete(s.pkgs, id)
+		return
+	}
+	s.pkgs[id] = p
 }
 
 // find resolves id and version ("" = latest) in the index.
@@ -306,12 +324,11 @@ func (s *RefPack) Get(ctx context.Context, rt refpack.Route, query string) *Answ
 	if bad != nil {
 		return bad
 	}
+	s.fresh(ctx)
 	p, v := s.find(id, ver)
-	if v == nil {
-		s.fresh(ctx, true)
+	if v == nil && s.shared {
+		s.freshPackage(ctx, id)
 		p, v = s.find(id, ver)
-	} else {
-		s.fresh(ctx, false)
 	}
 	if v == nil {
 		return notFound(id, ver)
@@ -360,26 +377,26 @@ func (s *RefPack) readFile(ctx context.Context, v *version, name string) ([]byte
 }
 
 func (s *RefPack) versions(ctx context.Context, id string) *Answer {
-	s.fresh(ctx, false)
-	s.mu.RLock()
-	var infos []refpack.VersionInfo
-	if p := s.pkgs[id]; p != nil {
-		infos = p.infos()
-	}
-	s.mu.RUnlock()
-	if len(infos) == 0 {
-		s.fresh(ctx, true)
-		s.mu.RLock()
-		if p := s.pkgs[id]; p != nil {
-			infos = p.infos()
-		}
-		s.mu.RUnlock()
+	s.fresh(ctx)
+	infos := s.infos(id)
+	if len(infos) == 0 && s.shared {
+		s.freshPackage(ctx, id)
+		infos = s.infos(id)
 	}
 	if len(infos) == 0 {
 		return notFound(id, "")
 	}
 	refpack.SortNewestFirst(infos)
 	return marshalAnswer(http.StatusOK, refpack.VersionsAnswer{PackageID: id, Versions: infos})
+}
+
+func (s *RefPack) infos(id string) []refpack.VersionInfo {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if p := s.pkgs[id]; p != nil {
+		return p.infos()
+	}
+	return nil
 }
 
 // versionParam reads ?version=: "" for latest, or the registry's 400 when it is
@@ -429,7 +446,7 @@ func (s *RefPack) Publish(ctx context.Context, owner string, zip *cache.Staged, 
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	// Another replica may have pushed: judge against the store, not a cache.
-	s.fresh(ctx, true)
+	s.freshPackage(ctx, id)
 	s.mu.RLock()
 	var above *version
 	if p := s.pkgs[id]; p != nil {
@@ -491,7 +508,7 @@ func (s *RefPack) Archive(ctx context.Context, id, query, keyName string) *Answe
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	s.fresh(ctx, true)
+	s.freshPackage(ctx, id)
 	s.mu.RLock()
 	var targets []*version
 	if p := s.pkgs[id]; p != nil {
@@ -553,7 +570,7 @@ func (s *RefPack) Versions() int {
 // them (its listed version; see refpack.ListedVersion), and each item's
 // manifest fields for tag and filter searches.
 func (s *RefPack) listing(ctx context.Context) ([]refpack.ListItem, map[string]map[string]any) {
-	s.fresh(ctx, false)
+	s.fresh(ctx)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	items := make([]refpack.ListItem, 0, len(s.pkgs))
