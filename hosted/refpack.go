@@ -285,13 +285,16 @@ func (s *RefPack) freshPackage(ctx context.Context, id string) {
 		s.log.Warn("reload hosted package", "id", id, "err", err)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if len(p.versions) == 0 {
-		delete(s.pkgs, id)
 		return
 	}
-	s.pkgs[id] = p
+	// Merge, never replace: versions are never unpublished, and a push of
+	// this process may have landed after the walk.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range p.versions {
+		addVersion(s.pkgs, v)
+	}
 }
 
 // find resolves id and version ("" = latest) in the index.
