@@ -287,13 +287,16 @@ func TestHostedRefPack(t *testing.T) {
 	rp.down.Store(true)
 	m = startMirror(t, data, deadURL(t), hy.URL(), append(hostedArgs, "--disk-cache-size", "1")...)
 	checkHosted(m)
-	a := m.get("/packages?pageSize=100")
+	// A list never asked before: the upstream part fails, the hosted
+	// packages are listed (STALE: the mirror made it from what it has).
+	a := m.get("/packages?pageSize=50&q=e")
 	var p refpack.ListPage
-	if a.Status != 200 || json.Unmarshal(a.Body, &p) != nil || !slices.Equal(itemIDs(p), []string{"ourco/preview", "ourco/rates", "ourlab/evil"}) {
+	if a.Status != 200 || a.cache() != "STALE" || json.Unmarshal(a.Body, &p) != nil || !slices.Equal(itemIDs(p), []string{"ourco/preview", "ourco/rates", "ourlab/evil"}) {
 		t.Errorf("list with the upstream dead: %s", a)
 	}
-	if code, out := verify(t, data, "--repair"); code != 0 {
-		t.Errorf("verify --repair exited %d:\n%s", code, out)
+	// One asked before is still the union (its upstream pages are held).
+	if got := listAll(m); !slices.Equal(got, wantIDs) {
+		t.Errorf("merged list with the upstream dead %v; want %v", got, wantIDs)
 	}
 
 	// SIGHUP reloads the keys: a new key works, the old one no longer does.
@@ -314,6 +317,18 @@ func TestHostedRefPack(t *testing.T) {
 	// The keys appear in no log, metric or file.
 	metrics := string(m.get("/metrics").Body)
 	m.stop()
+
+	// verify --repair keeps hosted entries: a lost blob is reported, never dropped.
+	mustVerify(t, data)
+	if err := os.Remove(blobPath(data, sum(vs[1].zip))); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		code, out := verify(t, data, "--repair")
+		if code == 0 || !strings.Contains(out, "unrecoverable") || !strings.Contains(out, "ourco/rates@1.1.0-rc.1") {
+			t.Errorf("verify --repair with a hosted blob lost exited %d:\n%s", code, out)
+		}
+	}
 	for _, k := range []string{ci, admin, other, newKey} {
 		if strings.Contains(m.out.String(), k) || strings.Contains(metrics, k) {
 			t.Errorf("a key appears in the log or the metrics")

@@ -33,8 +33,12 @@ func (s *Server) serveHydrilla(w http.ResponseWriter, r *http.Request, path stri
 	switch {
 	case path == "/" || path == "/status.json":
 		s.serveStatus(w, r, path)
+	case path == "/list_all" && s.local != nil:
+		s.hyListAllWithLocal(w, r)
 	case path == "/list_all":
 		s.hyListAll(w, r)
+	case path == "/query" && s.local != nil:
+		s.hyQueryWithLocal(w, r)
 	case path == "/query":
 		s.hyQuery(w, r)
 	case strings.HasPrefix(path, "/file/sha256/"):
@@ -78,7 +82,16 @@ func (s *Server) hyItem(w http.ResponseWriter, r *http.Request, typ, rest string
 				badRequest(w, "ver is a dotted version such as 2021.11.10")
 				return
 			}
-			s.serveExact(w, r, s.hyItemTarget(hydrilla.ItemRef{Type: typ, Identifier: id, Version: v}, false))
+			ref := hydrilla.ItemRef{Type: typ, Identifier: id, Version: v}
+			if s.local.Holds(typ, id) {
+				s.hyLocalItem(w, r, ref, false)
+				return
+			}
+			s.serveExact(w, r, s.hyItemTarget(ref, false))
+			return
+		}
+		if s.local.Holds(typ, id) {
+			s.hyLocalItem(w, r, hydrilla.ItemRef{Type: typ, Identifier: id}, true)
 			return
 		}
 		s.hyLatest(w, r, typ, id)
@@ -98,7 +111,12 @@ func (s *Server) hyItem(w http.ResponseWriter, r *http.Request, typ, rest string
 		badRequest(w, "a version is dotted non-negative integers such as 2021.11.10")
 		return
 	}
-	s.serveExact(w, r, s.hyItemTarget(hydrilla.ItemRef{Type: typ, Identifier: id, Version: v}, false))
+	ref := hydrilla.ItemRef{Type: typ, Identifier: id, Version: v}
+	if s.local.Holds(typ, id) {
+		s.hyLocalItem(w, r, ref, false)
+		return
+	}
+	s.serveExact(w, r, s.hyItemTarget(ref, false))
 }
 
 // hyLatest answers /<type>/<id>.json: the upstream's newest version (mutable),
@@ -201,6 +219,9 @@ func (s *Server) hyFile(w http.ResponseWriter, r *http.Request, hex string) {
 		badRequest(w, "a file is named by 64 lowercase hex digits of its sha256")
 		return
 	}
+	if s.local != nil && s.hyLocalFile(w, r, hex) {
+		return
+	}
 	s.serveExact(w, r, s.hyFileTarget(hex, false))
 }
 
@@ -223,6 +244,9 @@ func (s *Server) hySource(w http.ResponseWriter, r *http.Request, rest string) {
 	}
 	if ext == "" || !hydrilla.ValidID(name) {
 		notFound(w, "source routes are /source/<name>.json and /source/<name>.zip")
+		return
+	}
+	if s.local != nil && s.hyLocalSource(w, r, rest) {
 		return
 	}
 	desc := &engine.Target{API: "hydrilla", Route: "source", Key: engine.HydrillaSource(name), Class: cache.Mutable,

@@ -26,6 +26,7 @@ type Metrics struct {
 	FastLane         prometheus.Counter
 	fleetWatched     bool
 	upstreamsWatched bool
+	hostedWatched    bool
 }
 
 // WatchUpstreams adds the request queues of the pools' upstreams
@@ -71,6 +72,22 @@ func (q *upstreamQueues) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range queued {
 		ch <- prometheus.MustNewConstMetric(q.queued, prometheus.GaugeValue, v, k)
 		ch <- prometheus.MustNewConstMetric(q.refused, prometheus.CounterValue, refused[k], k)
+	}
+}
+
+// WatchHosted adds regmirror_hosted_packages{api}: the packages the mirror
+// hosts itself (RefPack packages of the hosted owners; Hydrilla item
+// identifiers of the local repository), read when scraped.
+func (m *Metrics) WatchHosted(refpack, hydrilla func() int) {
+	if m.hostedWatched {
+		return
+	}
+	m.hostedWatched = true
+	for api, f := range map[string]func() int{"refpack": refpack, "hydrilla": hydrilla} {
+		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "regmirror_hosted_packages", Help: "Packages the mirror hosts itself, by API.",
+			ConstLabels: prometheus.Labels{"api": api},
+		}, func() float64 { return float64(f()) }))
 	}
 }
 

@@ -11,8 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/regmirror/regmirror/apikeys"
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/hosted"
+	"github.com/regmirror/regmirror/hosted/hydrillalocal"
 	"github.com/regmirror/regmirror/upstream"
 )
 
@@ -28,6 +31,10 @@ type Mirror struct {
 	RefPack  *upstream.Pool
 	Hydrilla *upstream.Pool
 	Server   *Server
+	// What the mirror hosts itself (nil when not configured).
+	Hosted *hosted.RefPack
+	Keys   *apikeys.Set
+	Local  *hydrillalocal.Repo
 }
 
 // OpenOptions are what a mirror needs beyond its configuration.
@@ -121,11 +128,49 @@ func Open(ctx context.Context, cfg *config.Config, o OpenOptions) (*Mirror, erro
 			m.Metrics.UpstreamUp.WithLabelValues(u.Base).Set(1)
 		}
 	}
+	if err := m.openHosted(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
 	m.Server = New(Options{
 		Config: cfg, Cache: c, RefPack: m.RefPack, Hydrilla: m.Hydrilla, Metrics: m.Metrics, Logger: log,
 		Version: o.Version, Fleet: fleet, AccessLog: o.AccessLog, Clock: o.Clock,
+		Hosted: m.Hosted, Keys: m.Keys, Local: m.Local,
 	})
 	return m, nil
+}
+
+// openHosted opens what the mirror hosts itself: the hosted RefPack owners'
+// store (over the mirror's own store, so a fleet shares it), their keys and
+// the Hydrilla local repositories; and counts them in
+// regmirror_hosted_packages{api}.
+func (m *Mirror) openHosted(ctx context.Context) error {
+	cfg := m.Config
+	var err error
+	if cfg.APIKeysFile != "" {
+		if m.Keys, err = apikeys.Load(cfg.APIKeysFile); err != nil {
+			return fmt.Errorf("api-keys-file: %w", err)
+		}
+	}
+	if len(cfg.HostedOwners) > 0 {
+		if m.Hosted, err = hosted.NewRefPack(ctx, m.Cache, hosted.Options{Owners: cfg.HostedOwners, Logger: m.Log}); err != nil {
+			return fmt.Errorf("hosted-owner: %w", err)
+		}
+	}
+	if len(cfg.HydrillaLocal) > 0 {
+		if m.Local, err = hydrillalocal.Open(cfg.HydrillaLocal, m.Log); err != nil {
+			return fmt.Errorf("hydrilla-local: %w", err)
+		}
+	}
+	m.Metrics.WatchHosted(
+		func() int {
+			if m.Hosted == nil {
+				return 0
+			}
+			return m.Hosted.Packages()
+		},
+		m.Local.Identifiers)
+	return nil
 }
 
 // Close closes the store (after the server has stopped serving).

@@ -72,6 +72,10 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 		methodNotAllowed(w, "GET, HEAD")
 		return
 	}
+	if s.rpHostsID(rt.ID) {
+		s.rpHosted(w, r, rt) // decided before any upstream is asked
+		return
+	}
 	q := r.URL.Query()
 	version := q.Get("version")
 	if version != "" {
@@ -282,6 +286,10 @@ func (s *Server) docFromZip(ctx context.Context, id, version, sub string) (*cach
 
 // rpList answers /packages and /packages/advanced-search as mutable metadata.
 func (s *Server) rpList(w http.ResponseWriter, r *http.Request, advanced bool) {
+	if s.hosted != nil {
+		s.rpMergedList(w, r, advanced)
+		return
+	}
 	q := r.URL.Query()
 	p := "/packages"
 	route := "list"

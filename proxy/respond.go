@@ -128,7 +128,7 @@ func (s *Server) writeHot(w http.ResponseWriter, r *http.Request, a *engine.Answ
 		h["Content-Type"] = []string{a.ContentType}
 	}
 	a.Outcome.SetHeaders(h)
-	if s.fast != nil && a.Outcome == engine.HitOutcome {
+	if s.fast != nil && (a.Outcome == engine.HitOutcome || a.Outcome == hostedOutcome) {
 		s.fast.remember(w, r, a.Hot, h)
 	}
 	w.WriteHeader(http.StatusOK)

@@ -17,10 +17,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/regmirror/regmirror/apikeys"
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/catalogue"
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/engine"
+	"github.com/regmirror/regmirror/hosted"
+	"github.com/regmirror/regmirror/hosted/hydrillalocal"
 	"github.com/regmirror/regmirror/refpack"
 	"github.com/regmirror/regmirror/status"
 	"github.com/regmirror/regmirror/upstream"
@@ -43,6 +46,12 @@ type Options struct {
 	// Clock, when set, is the freshness policy's time source (tests move it
 	// instead of sleeping past max-age).
 	Clock func() time.Time
+	// Hosted is the store of the hosted RefPack owners (nil: none).
+	Hosted *hosted.RefPack
+	// Keys may write hosted owners (nil: no keys file, every hosted write 401).
+	Keys *apikeys.Set
+	// Local is the Hydrilla local repository (nil: none).
+	Local *hydrillalocal.Repo
 }
 
 // maxConcurrentUploads bounds pushes spooled at once (each up to max-upload-size).
@@ -70,6 +79,10 @@ type Server struct {
 	stat    status.Board  // what the status page shows beyond the metrics
 	uploads chan struct{} // a slot per push being spooled and checked
 	fast    *fastHits     // what the fast lane answers; nil without it (Serve)
+
+	hosted *hosted.RefPack     // hosted RefPack owners; nil without --hosted-owner
+	keys   *apikeys.Set        // keys of the hosted owners; nil without --api-keys-file
+	local  *hydrillalocal.Repo // Hydrilla local repository; nil without --hydrilla-local
 }
 
 // New builds a Server.
@@ -85,6 +98,7 @@ func New(o Options) *Server {
 		cfg: o.Config, cache: o.Cache, refpack: o.RefPack, hydrilla: o.Hydrilla,
 		metrics: o.Metrics, log: o.Logger, version: o.Version, started: time.Now(), fleet: o.Fleet,
 		access: o.AccessLog, accessOn: o.Logger.Enabled(context.Background(), slog.LevelInfo),
+		hosted: o.Hosted, keys: o.Keys, local: o.Local,
 	}
 	s.uploads = make(chan struct{}, maxConcurrentUploads)
 	s.limits = refpack.Limits{

@@ -27,6 +27,20 @@ func (s *Server) RecordSync(r *SyncResult) {
 		Items: r.Items, Files: r.Files, Packages: r.Packages, Held: r.Held, Bytes: r.Bytes, Failed: r.Failed, Err: r.Err})
 }
 
+// hostedStatus is what the status page shows of the hosted content.
+func (s *Server) hostedStatus() status.Hosted {
+	h := status.Hosted{Keys: s.keys.Len()}
+	if s.hosted != nil {
+		h.Owners = s.hosted.Owners()
+		h.Packages, h.Versions = s.hosted.Packages(), s.hosted.Versions()
+	}
+	if s.local != nil {
+		h.LocalDirs = s.cfg.HydrillaLocal
+		h.LocalResources, h.LocalMappings, h.LocalFiles = s.local.Counts()
+	}
+	return h
+}
+
 // statusReport is what the status page and /status.json show now.
 func (s *Server) statusReport() *status.Report {
 	return s.stat.Report(status.Inputs{
@@ -35,6 +49,7 @@ func (s *Server) statusReport() *status.Report {
 		MemoryLimit: s.cfg.MemoryCacheSize, DiskLimit: s.cfg.DiskCacheSize,
 		Fleet: s.fleet, BlobStore: s.cfg.BlobStore, S3Endpoint: s.cfg.S3Endpoint,
 		Patterns: s.hy.Patterns(), ItemVersions: s.hy.Size(), HydrillaSyncs: s.hy.Syncs(),
+		Hosted: s.hostedStatus(),
 	})
 }
 

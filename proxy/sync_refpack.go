@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,7 +40,7 @@ func (s *Server) syncRefPackOne(ctx context.Context, up *upstream.Upstream, o Sy
 		res.Err = fmt.Errorf("read the catalogue of %s: %w", up.Base, err)
 		return res
 	}
-	ids = filterPackages(ids, o.Packages, o.Owners)
+	ids = withoutHostedOwners(filterPackages(ids, o.Packages, o.Owners), s.cfg.HostedOwners)
 	res.Packages = len(ids)
 
 	var mu sync.Mutex
@@ -183,6 +184,22 @@ func (s *Server) rpCatalogue(ctx context.Context, up *upstream.Upstream) ([]stri
 
 // filterPackages keeps the ids named by packages (either id form) or owned by
 // owners; with neither, all.
+// withoutHostedOwners leaves out the ids of hosted owners: the mirror is
+// their registry, and an upstream's packages under them are never fetched.
+func withoutHostedOwners(ids, hosted []string) []string {
+	if len(hosted) == 0 {
+		return ids
+	}
+	out := ids[:0:0]
+	for _, id := range ids {
+		owner, _, two := strings.Cut(id, "/")
+		if !two || !slices.ContainsFunc(hosted, func(h string) bool { return strings.EqualFold(h, owner) }) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 func filterPackages(ids, packages, owners []string) []string {
 	if len(packages) == 0 && len(owners) == 0 {
 		return ids

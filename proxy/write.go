@@ -109,13 +109,14 @@ type pushForm struct {
 // (file + ownerId, X-API-Key) and the RefPack CLI's raw application/zip body
 // (Authorization: Bearer, no ownerId).
 func (s *Server) rpPush(w http.ResponseWriter, r *http.Request) {
+	direct := w // hosted answers are the mirror's own, not a bypass
 	w = &bypassWriter{ResponseWriter: w}
 	hdr, ok := credentials(r)
 	if !ok {
 		writeUnauthorized(w)
 		return
 	}
-	if s.refpack.Offline() {
+	if s.refpack.Offline() && s.hosted == nil {
 		s.fail(w, r, upstream.ErrOffline)
 		return
 	}
@@ -186,6 +187,17 @@ func (s *Server) rpPush(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer form.zip.Discard()
+	}
+	if s.hosted != nil {
+		// A hosted owner's push is stored here, never forwarded.
+		if to := s.hosted.PushTarget(s.keys, r.Header, form.owner, form.hasOwner); to.Hosted {
+			s.rpHostedPush(direct, r, to, form.zip)
+			return
+		}
+		if s.refpack.Offline() {
+			s.fail(w, r, upstream.ErrOffline)
+			return
+		}
 	}
 	man, err := refpack.ValidateZip(form.zip, form.zip.Size, s.limits)
 	if err != nil {
@@ -286,6 +298,10 @@ func (s *Server) readPushForm(raw *cache.Staged, boundary string) (form *pushFor
 
 // rpArchive answers POST /packages/{id}/archive[?version=V].
 func (s *Server) rpArchive(w http.ResponseWriter, r *http.Request, id string) {
+	if s.rpHostsID(id) {
+		s.rpHostedArchive(w, r, id)
+		return
+	}
 	w = &bypassWriter{ResponseWriter: w}
 	hdr, ok := credentials(r)
 	if !ok {

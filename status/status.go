@@ -211,6 +211,7 @@ type Report struct {
 	Syncs         []Sync     `json:"syncs"`
 	RecentErrors  []Error    `json:"recent_errors"`
 	BlobStore     BlobStore  `json:"blob_store"`
+	Hosted        Hosted     `json:"hosted"`
 }
 
 // BlobStore is the store under the cache: the local disk, or the bucket
@@ -283,6 +284,18 @@ type Tier struct {
 	LimitNote  string `json:"limit_note,omitempty"`
 }
 
+// Hosted is what the mirror hosts itself (design.md, Hosted namespaces).
+type Hosted struct {
+	Owners         []string `json:"refpack_owners"`
+	Packages       int      `json:"refpack_packages"`
+	Versions       int      `json:"refpack_versions"`
+	Keys           int      `json:"api_keys"` // how many; never which
+	LocalDirs      []string `json:"hydrilla_local_dirs"`
+	LocalResources int      `json:"hydrilla_local_resources"`
+	LocalMappings  int      `json:"hydrilla_local_mappings"`
+	LocalFiles     int      `json:"hydrilla_local_files"`
+}
+
 // Index is the Hydrilla pattern index.
 type Index struct {
 	Patterns     int `json:"patterns"`
@@ -337,6 +350,8 @@ type Inputs struct {
 	// HydrillaSyncs is when each Hydrilla upstream's last complete sync
 	// ended, as the store records it.
 	HydrillaSyncs map[string]time.Time
+	// Hosted is what the mirror hosts itself.
+	Hosted Hosted
 }
 
 // Report builds the status report.
@@ -406,6 +421,13 @@ func (st *Board) Report(in Inputs) *Report {
 		}
 	}
 	r.PatternIndex = Index{Patterns: in.Patterns, ItemVersions: in.ItemVersions}
+	r.Hosted = in.Hosted
+	if r.Hosted.Owners == nil {
+		r.Hosted.Owners = []string{}
+	}
+	if r.Hosted.LocalDirs == nil {
+		r.Hosted.LocalDirs = []string{}
+	}
 
 	lastOK := make(map[string]time.Time, len(in.HydrillaSyncs))
 	for k, v := range in.HydrillaSyncs {

@@ -79,21 +79,35 @@ func serve(c *cli.Context) error {
 		"refpack", redact.URL(strings.Join(cfg.RefPackUpstreams, ",")),
 		"hydrilla", redact.URL(strings.Join(cfg.HydrillaUpstreams, ",")), "offline", cfg.Offline)
 	errc := make(chan error, 1)
+	var certs *certReloader
 	if cfg.TLSCert != "" {
-		certs, err := newCertReloader(cfg.TLSCert, cfg.TLSKey, log)
-		if err != nil {
+		if certs, err = newCertReloader(cfg.TLSCert, cfg.TLSKey, log); err != nil {
 			return err
 		}
 		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate}
+	}
+	// SIGHUP reloads the TLS certificate, the API keys file, the Hydrilla local
+	// repositories and the hosted packages index; without any of them it keeps
+	// its default meaning.
+	if hosting := cfg.APIKeysFile != "" || len(cfg.HydrillaLocal) > 0 || len(cfg.HostedOwners) > 0; certs != nil || hosting {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
 		go func() {
 			for range hup {
-				if err := certs.reload(); err != nil {
-					log.Error("SIGHUP: TLS certificate not reloaded", "err", err)
-				} else {
-					log.Info("SIGHUP: TLS certificate reloaded")
+				if certs != nil {
+					if err := certs.reload(); err != nil {
+						log.Error("SIGHUP: TLS certificate not reloaded", "err", err)
+					} else {
+						log.Info("SIGHUP: TLS certificate reloaded")
+					}
+				}
+				if hosting {
+					if err := srv.Reload(ctx); err != nil {
+						log.Error("SIGHUP: hosted content not (all) reloaded; what failed keeps its previous state", "err", err)
+					} else {
+						log.Info("SIGHUP: API keys, Hydrilla local repositories and hosted packages reloaded")
+					}
 				}
 			}
 		}()

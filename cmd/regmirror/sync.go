@@ -153,8 +153,18 @@ func verifyCmd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	unrecoverable := 0
 	for _, p := range problems {
 		fmt.Println(p.String())
+		if p.Unrecoverable {
+			unrecoverable++
+		}
+	}
+	if unrecoverable > 0 && c.Bool("repair") {
+		// Hosted entries have no upstream to refetch them from: kept, and the
+		// operator must restore their blobs.
+		return cli.Exit(fmt.Sprintf("verify: %d problems found, %d repaired, %d unrecoverable (hosted packages: restore their blobs from a backup)",
+			len(problems), len(problems)-unrecoverable, unrecoverable), 1)
 	}
 	if len(problems) > 0 && c.Bool("repair") {
 		// Repaired: the store is consistent again (what was dropped is refetched on demand).

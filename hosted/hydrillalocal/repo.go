@@ -32,6 +32,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/hydrilla"
 	"github.com/regmirror/regmirror/pattern"
 )
@@ -46,6 +47,10 @@ type Item struct {
 	Revision int
 	Body     []byte // the file's exact bytes: never re-serialised
 	Dir      string // the repository directory it came from
+	// Hot is the item as a held answer (application/json, a strong ETag of
+	// its sha256), so the mirror answers it on the same path as a cached hit.
+	// It lives in memory only: the directory is its store.
+	Hot *cache.Hot
 }
 
 // File is one served file of file/sha256/ or source/.
@@ -267,7 +272,12 @@ func (r *Repo) loadItem(s *snapshot, p, typ, id, verName string) (*Item, error) 
 			return nil, fmt.Errorf("file %q (sha256 %s) is not in file/sha256/ with matching bytes", f.File, f.SHA256)
 		}
 	}
-	return &Item{Ref: ref, LongName: parsed.LongName, Revision: parsed.Revision, Body: body}, nil
+	sum := sha256.Sum256(body)
+	hot := &cache.Hot{Body: body, Entry: &cache.Entry{
+		Key: "hosted/hy/" + ref.String(), Digest: hex.EncodeToString(sum[:]), Size: int64(len(body)),
+		Status: 200, Class: cache.Immutable, Header: map[string][]string{"Content-Type": {"application/json"}},
+	}}
+	return &Item{Ref: ref, LongName: parsed.LongName, Revision: parsed.Revision, Body: body, Hot: hot}, nil
 }
 
 // finish builds what answers derive from the items: newest versions, the
@@ -446,6 +456,15 @@ func (r *Repo) MergeQuery(local, upstream []hydrilla.QueryMapping) []hydrilla.Qu
 		out = append(out, m)
 	}
 	return out
+}
+
+// Identifiers is the number of item identifiers (by type) with a version
+// served: the hosted packages of the Hydrilla API.
+func (r *Repo) Identifiers() int {
+	if r == nil {
+		return 0
+	}
+	return len(r.snap.Load().newest)
 }
 
 // Counts are the served item versions by type, and the files.
