@@ -420,3 +420,60 @@ func TestHydrillaLocalRepository(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A fleet on one bucket: a push through replica A is served by replica B
+// (the explicit version at once, latest and lists within the index refresh),
+// an archive through B shows on A, and a replica started afterwards serves
+// everything with its upstream dead.
+func TestHostedFleet(t *testing.T) {
+	f := newFleet(t)
+	dir := t.TempDir()
+	keysFile, ci, _, _ := hostedKeys(t, dir)
+	args := []string{"--hosted-owner", "ourco", "--api-keys-file", keysFile}
+	a, b := f.start(args...), f.start(args...)
+
+	v1 := registrytest.MakeZip("rates", "1.0.0", registrytest.WithDocs())
+	v2 := registrytest.MakeZip("rates", "1.1.0")
+	if ans := a.pushForm("ourco", ci, v1); ans.Status != 200 {
+		t.Fatalf("push through A: %s", ans)
+	}
+	b.mustGet("/packages/ourco%2Frates?version=1.0.0", v1, "HIT")
+	if ans := b.pushForm("ourco", ci, registrytest.MakeZip("rates", "0.9.0")); ans.Status != 409 {
+		t.Errorf("a push through B below A's version: %s; want 409", ans)
+	}
+	if ans := b.pushForm("ourco", ci, v2); ans.Status != 200 {
+		t.Fatalf("push through B: %s", ans)
+	}
+	a.mustGet("/packages/ourco/rates?version=1.1.0", v2, "HIT")
+	eventually(t, "A's latest is B's push", func() bool {
+		return strings.Contains(a.get("/packages/ourco/rates").Header.Get("Content-Disposition"), "1.1.0")
+	})
+	if ans := b.post("/packages/ourco%2Frates/archive?version=1.1.0", "", nil, "X-API-Key", ci); ans.Status != 200 {
+		t.Fatalf("archive through B: %s", ans)
+	}
+	eventually(t, "A's latest after B's archive", func() bool {
+		return strings.Contains(a.get("/packages/ourco/rates").Header.Get("Content-Disposition"), "1.0.0")
+	})
+	f.checkBucket()
+
+	// A new replica, its upstream dead: the bucket is the source of truth.
+	f.rp.down.Store(true)
+	c := f.start(args...)
+	c.mustGet("/packages/ourco/rates?version=1.0.0", v1, "HIT")
+	c.mustGet("/packages/ourco/rates?version=1.1.0", v2, "HIT")
+	if ans := c.get("/packages/ourco/rates/data?version=1.0.0"); ans.Status != 200 {
+		t.Errorf("C: /data: %s", ans)
+	}
+}
+
+// eventually polls cond for up to 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after 10 s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
