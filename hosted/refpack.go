@@ -162,11 +162,14 @@ func (s *RefPack) Hosts(id string) bool {
 	return ok
 }
 
-// canonical rewrites the owner of a hosted id as configured.
+// canonical rewrites the owner of a hosted id as configured (the id itself,
+// without allocating, when it already is).
 func (s *RefPack) canonical(id string) string {
 	owner, name, _ := strings.Cut(id, "/")
-	o, _ := s.HostedOwner(owner)
-	return o + "/" + name
+	if o, _ := s.HostedOwner(owner); o != owner {
+		return o + "/" + name
+	}
+	return id
 }
 
 // Reload rebuilds the index from the store. Entries that cannot be read are
@@ -317,15 +320,15 @@ func (s *RefPack) find(id, ver string) (*pkg, *version) {
 
 // Get answers a GET or HEAD of a hosted package route (the zip, /meta,
 // /data, /schema, /changelog, /readme, /versions) in the registry's shapes.
-// query is the request's query (for ?version=).
-func (s *RefPack) Get(ctx context.Context, rt refpack.Route, query string) *Answer {
+// ver is the request's ?version= ("" for latest); one that is not SemVer is
+// the registry's 400.
+func (s *RefPack) Get(ctx context.Context, rt refpack.Route, ver string) *Answer {
 	id := s.canonical(rt.ID)
 	if rt.Sub == refpack.SubVersions {
 		return s.versions(ctx, id)
 	}
-	ver, bad := versionParam(query)
-	if bad != nil {
-		return bad
+	if ver != "" && !refpack.ValidVersion(ver) {
+		return errorAnswer(http.StatusBadRequest, refpack.ErrTitleInvalidVersion, refpack.MsgInvalidVersion)
 	}
 	s.fresh(ctx)
 	p, v := s.find(id, ver)

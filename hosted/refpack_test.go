@@ -89,7 +89,7 @@ func (f *fixture) get(path string) *httptest.ResponseRecorder {
 	}
 	w := httptest.NewRecorder()
 	r := httptest.NewRequest(http.MethodGet, path, nil)
-	if err := f.rp.Get(context.Background(), rt, u.RawQuery).Write(w, r, f.cache); err != nil {
+	if err := f.rp.Get(context.Background(), rt, u.Query().Get("version")).Write(w, r, f.cache); err != nil {
 		f.t.Fatalf("%s: %v", path, err)
 	}
 	return w

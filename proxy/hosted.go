@@ -34,10 +34,10 @@ var hostedOutcome = engine.HitBecause("hosted")
 func (s *Server) rpHostsID(id string) bool { return s.hosted != nil && s.hosted.Hosts(id) }
 
 // rpHosted answers a GET or HEAD of a hosted package route.
-func (s *Server) rpHosted(w http.ResponseWriter, r *http.Request, rt refpack.Route) {
-	a := s.hosted.Get(r.Context(), rt, r.URL.RawQuery)
+func (s *Server) rpHosted(w http.ResponseWriter, r *http.Request, rt refpack.Route, version string) {
+	a := s.hosted.Get(r.Context(), rt, version)
 	fastKey := ""
-	if rt.Sub == "" && r.URL.Query().Get("version") != "" && a.Hot != nil {
+	if rt.Sub == "" && version != "" && a.Hot != nil {
 		// A version's zip never changes: its hits may go on the fast lane.
 		fastKey = a.Hot.Entry.Key
 	}

@@ -72,12 +72,12 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 		methodNotAllowed(w, "GET, HEAD")
 		return
 	}
-	if s.rpHostsID(rt.ID) {
-		s.rpHosted(w, r, rt) // decided before any upstream is asked
-		return
-	}
 	q := r.URL.Query()
 	version := q.Get("version")
+	if s.rpHostsID(rt.ID) {
+		s.rpHosted(w, r, rt, version) // decided before any upstream is asked
+		return
+	}
 	if version != "" {
 		if !refpack.ValidVersion(version) {
 			writeError(w, http.StatusBadRequest, refpack.ErrTitleInvalidVersion, refpack.MsgInvalidVersion)

@@ -1,0 +1,66 @@
+package proxy_test
+
+import (
+	"bytes"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/regmirror/regmirror/apikeys"
+	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/refpack/registrytest"
+)
+
+// withHosted makes "ourco" a hosted owner that the key "test-key" may write.
+func withHosted(t testing.TB) mirrorOpt {
+	keys := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(keys, []byte(apikeys.Line("test", "test-key", "ourco")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return func(c *config.Config) { c.HostedOwners, c.APIKeysFile = []string{"ourco"}, keys }
+}
+
+// A hosted version's zip is a hit like a mirrored one: remembered by the fast
+// lane, answered there with the same head; "latest" never is (a push moves it).
+func TestHostedZipOnTheFastLane(t *testing.T) {
+	reg, up := newRegistry(t)
+	m := startMirror(t, "", []string{up}, nil, withHosted(t))
+	zip := registrytest.MakeZip("rates", "1.0.0")
+	req, _ := http.NewRequest(http.MethodPost, m.URL+"/packages", bytes.NewReader(zip))
+	req.Header.Set("Content-Type", "application/zip")
+	req.Header.Set("Authorization", "Bearer test-key")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("push: %d", resp.StatusCode)
+	}
+	target := "/packages/ourco/rates?version=1.0.0"
+	warmFast(t, m, target)
+	c := dialMirror(t, m)
+	fast := testutil.ToFloat64(m.metrics.FastLane)
+	head, body := c.roundTrip(getReq(target))
+	if testutil.ToFloat64(m.metrics.FastLane) != fast+1 {
+		t.Error("the hosted zip was not answered on the fast lane")
+	}
+	mustContain(t, head, "X-Cache: HIT")
+	mustContain(t, head, `Cache-Status: regmirror; hit; detail="hosted"`)
+	mustContain(t, head, `Content-Disposition: attachment; filename="ourco-rates-1.0.0.refpack.zip"`)
+	if !bytes.Equal(body, zip) {
+		t.Error("the fast lane's body is not the pushed zip")
+	}
+	for range 3 {
+		dialMirror(t, m).roundTrip(getReq("/packages/ourco/rates"))
+	}
+	if testutil.ToFloat64(m.metrics.FastLane) != fast+1 {
+		t.Error("latest of a hosted package was answered on the fast lane")
+	}
+	if n := reg.Count("/packages/ourco"); n != 0 {
+		t.Errorf("the upstream was asked %d times about the hosted owner", n)
+	}
+}
