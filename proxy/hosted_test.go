@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -62,5 +63,21 @@ func TestHostedZipOnTheFastLane(t *testing.T) {
 	}
 	if n := reg.Count("/packages/ourco"); n != 0 {
 		t.Errorf("the upstream was asked %d times about the hosted owner", n)
+	}
+
+	// The status page counts it, and names no key.
+	for _, p := range []string{"/status.json", "/"} {
+		resp, err := http.Get(m.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if bytes.Contains(b, []byte("test-key")) || bytes.Contains(b, []byte(apikeys.Hash("test-key"))) {
+			t.Errorf("%s shows the key", p)
+		}
+		if p == "/status.json" && !bytes.Contains(b, []byte(`"refpack_owners":["ourco"],"refpack_packages":1,"refpack_versions":1,"api_keys":1`)) {
+			t.Errorf("%s: %s", p, b)
+		}
 	}
 }
