@@ -314,7 +314,7 @@ func (s *Server) hyQueryWithLocal(w http.ResponseWriter, r *http.Request) {
 	var qa struct {
 		Mappings []hydrilla.QueryMapping `json:"mappings"`
 	}
-	out := hostedOutcome
+	var out engine.Outcome
 	switch {
 	case c.status == http.StatusOK && json.Unmarshal(c.body.Bytes(), &qa) == nil:
 		out = outcomeOf(c.header)
