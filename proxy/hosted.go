@@ -265,6 +265,17 @@ func (c *captured) Write(p []byte) (int, error) {
 // Unwrap lets noteUpstream and fastHint reach the recorder underneath.
 func (c *captured) Unwrap() http.ResponseWriter { return c.under }
 
+// passOn writes the captured answer as it was.
+func (c *captured) passOn(w http.ResponseWriter, r *http.Request) {
+	for k, v := range c.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(c.status)
+	if r.Method != http.MethodHead {
+		w.Write(c.body.Bytes())
+	}
+}
+
 func capture(w http.ResponseWriter) *captured {
 	return &captured{under: w, header: http.Header{}}
 }
@@ -288,6 +299,10 @@ func (s *Server) hyListAllWithLocal(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if up == nil {
+		if len(local.Resources)+len(local.Mappings) == 0 {
+			c.passOn(w, r) // nothing of ours to list instead of the failure
+			return
+		}
 		s.log.Warn("/list_all: the upstream part failed; the local repository's items only", "status", c.status)
 		out = s.eng.Derived("upstreams failed, local repository only")
 	}
@@ -318,15 +333,11 @@ func (s *Server) hyQueryWithLocal(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case c.status == http.StatusOK && json.Unmarshal(c.body.Bytes(), &qa) == nil:
 		out = outcomeOf(c.header)
-	case c.status >= 400 && c.status < 500:
-		// The upstream's own refusal of this query: pass it on.
-		for k, v := range c.header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(c.status)
-		if r.Method != http.MethodHead {
-			w.Write(c.body.Bytes())
-		}
+	case c.status >= 400 && c.status < 500, len(local) == 0:
+		// The upstream's own refusal of this query, or its failure with no
+		// local match to answer instead: pass it on (never an answer made
+		// from nothing).
+		c.passOn(w, r)
 		return
 	default:
 		out = s.eng.Derived("upstreams failed, local repository only")
