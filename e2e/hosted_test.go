@@ -345,6 +345,15 @@ func TestHostedRefPack(t *testing.T) {
 	}
 }
 
+func mustItem(t *testing.T, r *hydrillatest.Repo, ref hydrilla.ItemRef) []byte {
+	t.Helper()
+	b, ok := r.Item(ref)
+	if !ok {
+		t.Fatalf("no item %s", ref)
+	}
+	return b
+}
+
 func itemIDs(p refpack.ListPage) []string {
 	var ids []string
 	for _, it := range p.Items {
@@ -407,6 +416,16 @@ func TestHydrillaLocalRepository(t *testing.T) {
 	if got := m.metric(`regmirror_hosted_packages{api="hydrilla"}`); got != 2 {
 		t.Errorf(`regmirror_hosted_packages{api="hydrilla"} = %v; want 2`, got)
 	}
+
+	// The upstream dead: the local repository is still listed and queried.
+	hy.down.Store(true)
+	if a := m.get("/list_all"); a.Status != 200 || !strings.Contains(string(a.Body), `"ours-map"`) {
+		t.Errorf("/list_all with the upstream dead: %s", a)
+	}
+	if a := m.get("/query?url=" + url.QueryEscape("https://intranet.example/other")); a.Status != 200 || !strings.Contains(string(a.Body), `"ours-map"`) {
+		t.Errorf("/query with the upstream dead: %s", a)
+	}
+	m.mustGet("/resource/ours/1", mustItem(t, local, hydrilla.ItemRef{Type: "resource", Identifier: "ours", Version: hydrilla.Version{1}}), "HIT")
 
 	// SIGHUP: a new local version appears.
 	local.AddResource(hydrillatest.Resource{Identifier: "ours", Version: hydrilla.Version{2}, Scripts: []hydrilla.FileRef{lib}})
