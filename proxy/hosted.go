@@ -33,6 +33,21 @@ var hostedOutcome = engine.HitBecause("hosted")
 // rpHostsID reports whether a RefPack id belongs to a hosted owner.
 func (s *Server) rpHostsID(id string) bool { return s.hosted != nil && s.hosted.Hosts(id) }
 
+// rpHostedRoute answers every route of a hosted package: its archive
+// (POST) and its reads (GET, HEAD).
+func (s *Server) rpHostedRoute(w http.ResponseWriter, r *http.Request, rt refpack.Route) {
+	switch {
+	case rt.Sub == refpack.SubArchive && r.Method == http.MethodPost:
+		s.rpHostedArchive(w, r, rt.ID)
+	case rt.Sub == refpack.SubArchive:
+		methodNotAllowed(w, "POST")
+	case r.Method == http.MethodGet || r.Method == http.MethodHead:
+		s.rpHosted(w, r, rt, r.URL.Query().Get("version"))
+	default:
+		methodNotAllowed(w, "GET, HEAD")
+	}
+}
+
 // rpHosted answers a GET or HEAD of a hosted package route.
 func (s *Server) rpHosted(w http.ResponseWriter, r *http.Request, rt refpack.Route, version string) {
 	a := s.hosted.Get(r.Context(), rt, version)

@@ -60,6 +60,10 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 	// From here on the package id (rt.ID, so its owner) is known and no
 	// upstream has been asked: the place where an id's owner decides who
 	// answers it.
+	if s.rpHostsID(rt.ID) {
+		s.rpHostedRoute(w, r, rt) // the mirror's own: never an upstream
+		return
+	}
 	if rt.Sub == refpack.SubArchive {
 		if r.Method != http.MethodPost {
 			methodNotAllowed(w, "POST")
@@ -74,10 +78,6 @@ func (s *Server) serveRefPack(w http.ResponseWriter, r *http.Request, path strin
 	}
 	q := r.URL.Query()
 	version := q.Get("version")
-	if s.rpHostsID(rt.ID) {
-		s.rpHosted(w, r, rt, version) // decided before any upstream is asked
-		return
-	}
 	if version != "" {
 		if !refpack.ValidVersion(version) {
 			writeError(w, http.StatusBadRequest, refpack.ErrTitleInvalidVersion, refpack.MsgInvalidVersion)

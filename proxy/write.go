@@ -298,10 +298,6 @@ func (s *Server) readPushForm(raw *cache.Staged, boundary string) (form *pushFor
 
 // rpArchive answers POST /packages/{id}/archive[?version=V].
 func (s *Server) rpArchive(w http.ResponseWriter, r *http.Request, id string) {
-	if s.rpHostsID(id) {
-		s.rpHostedArchive(w, r, id)
-		return
-	}
 	w = &bypassWriter{ResponseWriter: w}
 	hdr, ok := credentials(r)
 	if !ok {
