@@ -327,26 +327,15 @@ func (s *RefPack) Get(ctx context.Context, rt refpack.Route, ver string) *Answer
 	if rt.Sub == refpack.SubVersions {
 		return s.versions(ctx, id)
 	}
-	if ver != "" && !refpack.ValidVersion(ver) {
-		return errorAnswer(http.StatusBadRequest, refpack.ErrTitleInvalidVersion, refpack.MsgInvalidVersion)
-	}
-	s.fresh(ctx)
-	p, v := s.find(id, ver)
-	if v == nil && s.shared {
-		s.freshPackage(ctx, id)
-		p, v = s.find(id, ver)
-	}
-	if v == nil {
-		return notFound(id, ver)
+	p, v, refused := s.resolve(ctx, id, ver)
+	if refused != nil {
+		return refused
 	}
 	switch rt.Sub {
 	case "":
-		h, err := s.c.Lookup(ctx, v.entry.Key)
-		if err != nil {
-			// The index names it but the store does not (any more): the
-			// operator's to restore; never a fetch from anywhere else.
-			s.log.Error("hosted package is indexed but not stored", "key", v.entry.Key, "err", err)
-			return errorAnswer(http.StatusInternalServerError, "Internal Server Error", "the stored package cannot be read")
+		h, refused := s.zipOf(ctx, v)
+		if refused != nil {
+			return refused
 		}
 		return &Answer{Status: http.StatusOK, Hot: h, Body: h.Body}
 	case refpack.SubMeta:
@@ -367,6 +356,46 @@ func (s *RefPack) Get(ctx context.Context, rt refpack.Route, ver string) *Answer
 	a := jsonAnswer(http.StatusOK, b)
 	a.Header.Set("Content-Type", refpack.DocContentType(rt.Sub))
 	return a
+}
+
+// Zip is Get of the zip alone, for the cached-hit path: the stored entry, or
+// the answer refusing it.
+func (s *RefPack) Zip(ctx context.Context, id, ver string) (*cache.Hot, *Answer) {
+	_, v, refused := s.resolve(ctx, s.canonical(id), ver)
+	if refused != nil {
+		return nil, refused
+	}
+	return s.zipOf(ctx, v)
+}
+
+// resolve finds the version a read asks for ("" = latest): on a shared
+// store, a version the index lacks is looked for in the store at once.
+func (s *RefPack) resolve(ctx context.Context, id, ver string) (*pkg, *version, *Answer) {
+	if ver != "" && !refpack.ValidVersion(ver) {
+		return nil, nil, errorAnswer(http.StatusBadRequest, refpack.ErrTitleInvalidVersion, refpack.MsgInvalidVersion)
+	}
+	s.fresh(ctx)
+	p, v := s.find(id, ver)
+	if v == nil && s.shared {
+		s.freshPackage(ctx, id)
+		p, v = s.find(id, ver)
+	}
+	if v == nil {
+		return nil, nil, notFound(id, ver)
+	}
+	return p, v, nil
+}
+
+// zipOf is the stored zip of a version.
+func (s *RefPack) zipOf(ctx context.Context, v *version) (*cache.Hot, *Answer) {
+	h, err := s.c.Lookup(ctx, v.entry.Key)
+	if err != nil {
+		// The index names it but the store does not (any more): the
+		// operator's to restore; never a fetch from anywhere else.
+		s.log.Error("hosted package is indexed but not stored", "key", v.entry.Key, "err", err)
+		return nil, errorAnswer(http.StatusInternalServerError, "Internal Server Error", "the stored package cannot be read")
+	}
+	return h, nil
 }
 
 // readFile reads one file of a stored zip.

@@ -50,13 +50,20 @@ func (s *Server) rpHostedRoute(w http.ResponseWriter, r *http.Request, rt refpac
 
 // rpHosted answers a GET or HEAD of a hosted package route.
 func (s *Server) rpHosted(w http.ResponseWriter, r *http.Request, rt refpack.Route, version string) {
-	a := s.hosted.Get(r.Context(), rt, version)
-	fastKey := ""
-	if rt.Sub == "" && version != "" && a.Hot != nil {
-		// A version's zip never changes: its hits may go on the fast lane.
-		fastKey = a.Hot.Entry.Key
+	if rt.Sub != "" {
+		s.writeHosted(w, r, s.hosted.Get(r.Context(), rt, version), "")
+		return
 	}
-	s.writeHosted(w, r, a, fastKey)
+	hot, refused := s.hosted.Zip(r.Context(), rt.ID, version)
+	if refused != nil {
+		s.writeHosted(w, r, refused, "")
+		return
+	}
+	if version != "" {
+		// A version's zip never changes: its hits may go on the fast lane.
+		s.fastHint(w, hot.Entry.Key)
+	}
+	s.writeHostedZip(w, r, hot)
 }
 
 // writeHosted writes an answer of the hosted store: a stored zip through
@@ -69,10 +76,15 @@ func (s *Server) writeHosted(w http.ResponseWriter, r *http.Request, a *hosted.A
 	if fastKey != "" {
 		s.fastHint(w, fastKey)
 	}
-	if err := s.respond(w, r, &engine.Answer{Hot: a.Hot, Outcome: hostedOutcome}); err != nil {
+	s.writeHostedZip(w, r, a.Hot)
+}
+
+// writeHostedZip writes a stored hosted zip on the cached-hit path.
+func (s *Server) writeHostedZip(w http.ResponseWriter, r *http.Request, hot *cache.Hot) {
+	if err := s.respond(w, r, &engine.Answer{Hot: hot, Outcome: hostedOutcome}); err != nil {
 		// A hosted blob that is gone has no other source: the operator's to
 		// restore (verify reports it); the entry stays.
-		s.log.Error("hosted package unreadable", "key", a.Hot.Entry.Key, "err", err)
+		s.log.Error("hosted package unreadable", "key", hot.Entry.Key, "err", err)
 		s.noteError(r.Method + " " + r.URL.Path + ": hosted package unreadable: " + err.Error())
 		w.Header().Del("Content-Disposition")
 		hostedOutcome.SetHeaders(w.Header())
