@@ -51,12 +51,12 @@ func (s *Server) rpHostedRoute(w http.ResponseWriter, r *http.Request, rt refpac
 // rpHosted answers a GET or HEAD of a hosted package route.
 func (s *Server) rpHosted(w http.ResponseWriter, r *http.Request, rt refpack.Route, version string) {
 	if rt.Sub != "" {
-		s.writeHosted(w, r, s.hosted.Get(r.Context(), rt, version), "")
+		s.writeHosted(w, r, s.hosted.Get(r.Context(), rt, version))
 		return
 	}
 	hot, refused := s.hosted.Zip(r.Context(), rt.ID, version)
 	if refused != nil {
-		s.writeHosted(w, r, refused, "")
+		s.writeHosted(w, r, refused)
 		return
 	}
 	if version != "" {
@@ -68,15 +68,12 @@ func (s *Server) rpHosted(w http.ResponseWriter, r *http.Request, rt refpack.Rou
 
 // writeHosted writes an answer of the hosted store: a stored zip through
 // respond (the cached-hit path), anything else as it is.
-func (s *Server) writeHosted(w http.ResponseWriter, r *http.Request, a *hosted.Answer, fastKey string) {
-	if a.Hot == nil {
-		s.writeRaw(w, r, hostedOutcome, a.Status, a.Header, a.Body)
+func (s *Server) writeHosted(w http.ResponseWriter, r *http.Request, a *hosted.Answer) {
+	if a.Hot != nil {
+		s.writeHostedZip(w, r, a.Hot)
 		return
 	}
-	if fastKey != "" {
-		s.fastHint(w, fastKey)
-	}
-	s.writeHostedZip(w, r, a.Hot)
+	s.writeRaw(w, r, hostedOutcome, a.Status, a.Header, a.Body)
 }
 
 // writeHostedZip writes a stored hosted zip on the cached-hit path.
@@ -96,7 +93,7 @@ func (s *Server) writeHostedZip(w http.ResponseWriter, r *http.Request, hot *cac
 // 403), then the zip as any push is (400), then the registry's rules (409).
 func (s *Server) rpHostedPush(w http.ResponseWriter, r *http.Request, to hosted.Write, zip *cache.Staged) {
 	if to.Refuse != nil {
-		s.writeHosted(w, r, to.Refuse, "")
+		s.writeHosted(w, r, to.Refuse)
 		return
 	}
 	man, err := refpack.ValidateZip(zip, zip.Size, s.limits)
@@ -105,17 +102,17 @@ func (s *Server) rpHostedPush(w http.ResponseWriter, r *http.Request, to hosted.
 		writeValidationFailed(w, strings.TrimPrefix(err.Error(), refpack.ErrInvalidPackage.Error()+": "))
 		return
 	}
-	s.writeHosted(w, r, s.hosted.Publish(r.Context(), to.Owner, zip, man, to.KeyName), "")
+	s.writeHosted(w, r, s.hosted.Publish(r.Context(), to.Owner, zip, man, to.KeyName))
 }
 
 // rpHostedArchive archives a hosted package, when the key may write its owner.
 func (s *Server) rpHostedArchive(w http.ResponseWriter, r *http.Request, id string) {
 	to := s.hosted.ArchiveTarget(s.keys, r.Header, id)
 	if to.Refuse != nil {
-		s.writeHosted(w, r, to.Refuse, "")
+		s.writeHosted(w, r, to.Refuse)
 		return
 	}
-	s.writeHosted(w, r, s.hosted.Archive(r.Context(), id, r.URL.RawQuery, to.KeyName), "")
+	s.writeHosted(w, r, s.hosted.Archive(r.Context(), id, r.URL.RawQuery, to.KeyName))
 }
 
 // rpMergedList answers a list or search with hosted owners: the union of the
