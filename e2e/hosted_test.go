@@ -417,6 +417,19 @@ func TestHydrillaLocalRepository(t *testing.T) {
 		t.Errorf(`regmirror_hosted_packages{api="hydrilla"} = %v; want 2`, got)
 	}
 
+	// sync mirrors the upstream but for the local repository's identifiers.
+	if code, _, all := runCmd(t, 2*time.Minute, "sync", "--data", t.TempDir(), "--hydrilla-upstream", hy.URL(), "--hydrilla-local", dir); code != 0 {
+		t.Fatalf("sync exited %d:\n%s", code, all)
+	}
+	if up.Count("/resource/lib-") == 0 {
+		t.Error("sync fetched nothing of the upstream")
+	}
+	for _, r := range up.Requests() {
+		if strings.Contains(r, "/ours/") || strings.Contains(r, "/ours.json") {
+			t.Errorf("sync asked the upstream for a local identifier: %s", r)
+		}
+	}
+
 	// The upstream dead: the local repository is still listed and queried.
 	hy.down.Store(true)
 	if a := m.get("/list_all"); a.Status != 200 || !strings.Contains(string(a.Body), `"ours-map"`) {

@@ -104,7 +104,8 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 		res.Err = err
 		return res
 	}
-	refs := list.Refs()
+	// Identifiers of the local repository are its own: never fetched upstream.
+	refs := s.local.Without(list).Refs()
 	var mu sync.Mutex
 	var done atomic.Int64
 	total := len(refs)
