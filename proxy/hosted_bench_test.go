@@ -1,12 +1,17 @@
 package proxy_test
 
 import (
+	"bufio"
 	"bytes"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/regmirror/regmirror/apikeys"
 	"github.com/regmirror/regmirror/config"
@@ -17,12 +22,13 @@ import (
 // handler: a hosted package is answered on the cached-hit path, so the two
 // should cost the same.
 
-func benchZipHit(b *testing.B, hosted bool) {
+// zipHitMirror is a mirror holding the same zip as vendor/rates (mirrored,
+// fetched once) and ourco/rates (hosted, pushed), and the path of the one asked.
+func zipHitMirror(b *testing.B, hosted bool) (*mirror, string) {
 	zip := registrytest.MakeZip("rates", "1.0.0", registrytest.WithDocs())
 	reg := registrytest.New()
 	reg.SetZip("vendor/rates", "1.0.0", zip)
 	srv := httptest.NewServer(reg)
-	defer srv.Close()
 	keys := filepath.Join(b.TempDir(), "keys")
 	if err := os.WriteFile(keys, []byte(apikeys.Line("bench", "bench-key", "ourco")), 0o600); err != nil {
 		b.Fatal(err)
@@ -30,6 +36,7 @@ func benchZipHit(b *testing.B, hosted bool) {
 	m := startMirrorB(b, []string{srv.URL}, func(c *config.Config) {
 		c.HostedOwners, c.APIKeysFile = []string{"ourco"}, keys
 	})
+	b.Cleanup(srv.Close) // after the mirror's own cleanup
 	h := m.srv.Handler()
 	path := "/packages/vendor/rates?version=1.0.0"
 	if hosted {
@@ -43,6 +50,12 @@ func benchZipHit(b *testing.B, hosted bool) {
 			b.Fatalf("push: %d %s", rec.Code, rec.Body)
 		}
 	}
+	return m, path
+}
+
+func benchZipHit(b *testing.B, hosted bool) {
+	m, path := zipHitMirror(b, hosted)
+	h := m.srv.Handler()
 	req := httptest.NewRequest(http.MethodGet, path, nil)
 	w := &discard{h: http.Header{}}
 	h.ServeHTTP(w, req) // fill (mirrored) or first read (hosted)
@@ -64,3 +77,49 @@ func BenchmarkCachedHitZipMirrored(b *testing.B) { benchZipHit(b, false) }
 
 // BenchmarkCachedHitZipHosted is the same zip pushed to a hosted owner.
 func BenchmarkCachedHitZipHosted(b *testing.B) { benchZipHit(b, true) }
+
+// BenchmarkFastLaneHitZipMirrored is the mirrored zip hit over a real
+// keep-alive connection (the fast lane answers it).
+func BenchmarkFastLaneHitZipMirrored(b *testing.B) { benchConnZip(b, false) }
+
+// BenchmarkFastLaneHitZipHosted is the hosted zip hit over a real connection.
+func BenchmarkFastLaneHitZipHosted(b *testing.B) { benchConnZip(b, true) }
+
+func benchConnZip(b *testing.B, hosted bool) {
+	m, target := zipHitMirror(b, hosted)
+	for range 3 {
+		get2(b, m.URL+target)
+	}
+	time.Sleep(50 * time.Millisecond) // the memory tier takes its entry
+	get2(b, m.URL+target)
+	c, err := net.Dial("tcp", strings.TrimPrefix(m.URL, "http://"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	req := []byte("GET " + target + " HTTP/1.1\r\nHost: bench\r\n\r\n")
+	br := bufio.NewReader(c)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		n := -1
+		for {
+			line, err := br.ReadSlice('\n')
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(line) == 2 {
+				break
+			}
+			if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
+				n, _ = strconv.Atoi(string(bytes.TrimSpace(v)))
+			}
+		}
+		if _, err := br.Discard(n); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
