@@ -28,6 +28,7 @@ func TestHelpListsEachCommandsOwnFlags(t *testing.T) {
 			"upstream-connect-timeout", "upstream-header-timeout", "upstream-timeout", "upstream-ca",
 			"log-format", "log-level", "max-body-size", "zip-max-entries", "zip-max-uncompressed", "zip-max-ratio",
 			"s3-lease-ttl", "all-versions", "package", "owner", "jobs",
+			"hosted-owner", "hydrilla-local", // what sync must never fetch upstream
 		}, blobStore...),
 		"verify": append([]string{"config", "help", "data", "log-format", "log-level", "repair"}, blobStore...),
 	}
