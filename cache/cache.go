@@ -351,6 +351,10 @@ func (c *Cache) Put(ctx context.Context, e *Entry, s *Staged) (*Hot, error) {
 	}
 	c.settle(e.Key)
 	var body []byte
+	// release ends the blob's protection from the orphan sweep and from Delete;
+	// it must run before evict, which may remove this very entry (a body larger
+	// than the disk limit) and must then remove its blob too.
+	release := func() {}
 	if s != nil {
 		e.Digest, e.Size = s.Digest, s.Size
 		if c.mem != nil && s.Size <= c.opts.MemoryMaxItem {
@@ -362,13 +366,19 @@ func (c *Cache) Put(ctx context.Context, e *Entry, s *Staged) (*Hot, error) {
 		c.mu.Lock()
 		c.pending[e.Digest]++
 		c.mu.Unlock()
-		defer func() {
+		digest, released := e.Digest, false
+		release = func() {
+			if released {
+				return
+			}
+			released = true
 			c.mu.Lock()
-			if c.pending[e.Digest]--; c.pending[e.Digest] <= 0 {
-				delete(c.pending, e.Digest)
+			if c.pending[digest]--; c.pending[digest] <= 0 {
+				delete(c.pending, digest)
 			}
 			c.mu.Unlock()
-		}()
+		}
+		defer release()
 		if err := c.store.Commit(ctx, s); err != nil {
 			return nil, err
 		}
@@ -383,6 +393,7 @@ func (c *Cache) Put(ctx context.Context, e *Entry, s *Staged) (*Hot, error) {
 	c.mu.Lock()
 	c.account(e, time.Now().UnixNano())
 	c.mu.Unlock()
+	release()
 	h := &Hot{Entry: e, Body: body}
 	if c.mem != nil && e.Size <= c.opts.MemoryMaxItem && s == nil {
 		// A refreshed entry keeps its body; read it back for the memory tier.

@@ -29,6 +29,8 @@ func openDisk(t *testing.T) (cache.Store, string) {
 	if !ok {
 		dir = t.TempDir()
 		diskDirs[t.Name()] = dir
+		// A later run of the same test (-count) starts from a folder of its own.
+		t.Cleanup(func() { delete(diskDirs, t.Name()) })
 	}
 	d, err := cache.OpenDisk(dir)
 	if err != nil {
