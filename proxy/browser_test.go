@@ -19,6 +19,7 @@ import (
 
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/refpack/registrytest"
+	"github.com/regmirror/regmirror/status"
 )
 
 // chromiumPath finds Debian's chromium. Without it the browser test skips,
@@ -62,9 +63,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if resp, _ := fetch(t, http.MethodGet, s.URL+"/resource/helloapple.json"); resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("an item from a closed upstream: %d", resp.StatusCode)
 	}
-	s.RecordSync(&SyncResult{API: "refpack", Upstream: up, Started: time.Now().Add(-90 * time.Second),
+	s.RecordSync(&status.SyncRun{API: "refpack", Upstream: up, Started: time.Now().Add(-90 * time.Second),
 		Ended: time.Now().Add(-80 * time.Second), Packages: 1, Items: 1, Files: 5, Bytes: 18 << 10})
-	s.RecordSync(&SyncResult{API: "hydrilla", Upstream: down + "/api_v2", Started: time.Now().Add(-30 * time.Second),
+	s.RecordSync(&status.SyncRun{API: "hydrilla", Upstream: down + "/api_v2", Started: time.Now().Add(-30 * time.Second),
 		Ended: time.Now().Add(-30 * time.Second), Err: errors.New("read /list_all: connection refused")})
 
 	chromeOut := &lockedWriter{w: &bytes.Buffer{}}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/mirrorsync"
 	"github.com/regmirror/regmirror/proxy"
 )
 
@@ -23,6 +24,7 @@ type mirror struct {
 	t       testing.TB
 	URL     string
 	srv     *proxy.Server
+	sync    *mirrorsync.Syncer
 	cache   *cache.Cache
 	metrics *proxy.Metrics
 	dir     string
@@ -80,7 +82,7 @@ func startMirrorLogged(t testing.TB, logw io.Writer, dir string, refpackUps, hyd
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.srv, m.cache, m.metrics = wired.Server, wired.Cache, wired.Metrics
+	m.srv, m.sync, m.cache, m.metrics = wired.Server, wired.Sync, wired.Cache, wired.Metrics
 	c := wired.Cache
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := m.srv.Load(ctx); err != nil {

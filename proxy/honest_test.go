@@ -15,7 +15,7 @@ import (
 
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/hydrilla"
-	"github.com/regmirror/regmirror/proxy"
+	"github.com/regmirror/regmirror/mirrorsync"
 )
 
 // deadUpstream refuses every connection.
@@ -236,7 +236,7 @@ func TestStoredListAllServedWhenEveryItemIsHeld(t *testing.T) {
 	repo, up := newRepo(t, 20, 5)
 	m := startMirror(t, "", nil, []string{up}, withMaxAge(time.Minute))
 	want := get(t, up+"/list_all").Body
-	res := m.srv.SyncHydrilla(t.Context(), proxy.SyncOptions{Jobs: 4})
+	res := m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: 4})
 	if len(res) != 1 || !res[0].OK() {
 		t.Fatalf("sync: %+v", res)
 	}

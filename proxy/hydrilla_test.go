@@ -11,7 +11,7 @@ import (
 
 	"github.com/regmirror/regmirror/hydrilla"
 	"github.com/regmirror/regmirror/hydrilla/hydrillatest"
-	"github.com/regmirror/regmirror/proxy"
+	"github.com/regmirror/regmirror/mirrorsync"
 )
 
 // newRepo is a generated Hydrilla upstream served under /api_v2, as the real
@@ -163,12 +163,12 @@ func TestHydrillaSyncThenUpstreamGone(t *testing.T) {
 	for _, u := range repo.SampleURLs() {
 		queries[u] = queryMappings(t, get(t, up+"/query?url="+url.QueryEscape(u)).Body)
 	}
-	res := m.srv.SyncHydrilla(t.Context(), proxy.SyncOptions{Jobs: 4})
+	res := m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: 4})
 	if len(res) != 1 || !res[0].OK() || res[0].Items != len(repo.Refs()) || res[0].Files != len(repo.Files()) {
 		t.Fatalf("sync: %+v (refs %d files %d)", res[0], len(repo.Refs()), len(repo.Files()))
 	}
 	repo.Reset()
-	again := m.srv.SyncHydrilla(t.Context(), proxy.SyncOptions{Jobs: 4})
+	again := m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: 4})
 	if again[0].Items != 0 || again[0].Files != 0 || !again[0].OK() {
 		t.Fatalf("second sync fetched again: %+v", again[0])
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/hosted"
 	"github.com/regmirror/regmirror/hosted/hydrillalocal"
+	"github.com/regmirror/regmirror/mirrorsync"
 	"github.com/regmirror/regmirror/upstream"
 )
 
@@ -31,6 +32,9 @@ type Mirror struct {
 	RefPack  *upstream.Pool
 	Hydrilla *upstream.Pool
 	Server   *Server
+	// Sync fetches what the upstreams hold ahead of time (sync, serve
+	// --sync-interval) through the same engine and store as Server.
+	Sync *mirrorsync.Syncer
 	// What the mirror hosts itself (nil when not configured).
 	Hosted *hosted.RefPack
 	Keys   *apikeys.Set
@@ -137,6 +141,7 @@ func Open(ctx context.Context, cfg *config.Config, o OpenOptions) (*Mirror, erro
 		Version: o.Version, Fleet: fleet, AccessLog: o.AccessLog, Clock: o.Clock,
 		Hosted: m.Hosted, Keys: m.Keys, Local: m.Local,
 	})
+	m.Sync = m.Server.newSyncer()
 	return m, nil
 }
 

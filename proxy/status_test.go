@@ -273,11 +273,11 @@ func TestStatusRecordSync(t *testing.T) {
 	hyA, hyB := "http://127.0.0.1:1/api_v2", "http://127.0.0.1:2"
 	s := newStatusServer(t, []string{"http://127.0.0.1:3"}, []string{hyA, hyB}, nil)
 	start := time.Now().Add(-time.Minute)
-	s.RecordSync(&SyncResult{API: "hydrilla", Upstream: hyA, Started: start, Ended: start.Add(1500 * time.Millisecond),
+	s.RecordSync(&status.SyncRun{API: "hydrilla", Upstream: hyA, Started: start, Ended: start.Add(1500 * time.Millisecond),
 		Items: 12, Files: 30, Held: 2, Bytes: 4096})
-	s.RecordSync(&SyncResult{API: "hydrilla", Upstream: hyB, Started: start, Ended: start.Add(time.Second),
+	s.RecordSync(&status.SyncRun{API: "hydrilla", Upstream: hyB, Started: start, Ended: start.Add(time.Second),
 		Items: 1, Failed: []string{"a: x", "b: y", "c", "d", "e", "f", "g"}})
-	s.RecordSync(&SyncResult{API: "refpack", Upstream: "http://127.0.0.1:3", Started: start, Ended: start,
+	s.RecordSync(&status.SyncRun{API: "refpack", Upstream: "http://127.0.0.1:3", Started: start, Ended: start,
 		Err: errors.New("read package list: upstream answered 500")})
 
 	r := statusJSON(t, s)

@@ -19,13 +19,7 @@ func (s *Server) noteError(what string) { s.stat.NoteError(what) }
 
 // RecordSync keeps r as the latest sync of its upstream for the status page;
 // a sync that did not succeed is also a recent error.
-func (s *Server) RecordSync(r *SyncResult) {
-	if r == nil {
-		return
-	}
-	s.stat.RecordSync(&status.SyncRun{API: r.API, Upstream: r.Upstream, Started: r.Started, Ended: r.Ended,
-		Items: r.Items, Files: r.Files, Packages: r.Packages, Held: r.Held, Bytes: r.Bytes, Failed: r.Failed, Err: r.Err})
-}
+func (s *Server) RecordSync(r *status.SyncRun) { s.stat.RecordSync(r) }
 
 // hostedStatus is what the status page shows of the hosted content.
 func (s *Server) hostedStatus() status.Hosted {

@@ -17,6 +17,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/mirrorsync"
 	"github.com/regmirror/regmirror/proxy"
 	"github.com/regmirror/regmirror/redact"
 	"github.com/regmirror/regmirror/writeidle"
@@ -60,7 +61,7 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	if cfg.SyncInterval > 0 {
-		go srv.SyncEvery(ctx, cfg.SyncInterval, proxy.SyncOptions{Jobs: 4})
+		go m.Sync.Every(ctx, cfg.SyncInterval, mirrorsync.Options{Jobs: 4})
 	}
 	hs := &http.Server{
 		Handler:           srv.Handler(), // set again by srv.Serve for plain HTTP

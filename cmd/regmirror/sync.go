@@ -17,7 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/regmirror/regmirror/config"
-	"github.com/regmirror/regmirror/proxy"
+	"github.com/regmirror/regmirror/mirrorsync"
 )
 
 func syncFlags() []cli.Flag {
@@ -48,28 +48,27 @@ func syncCmd(c *cli.Context) error {
 		return err
 	}
 	defer m.Close()
-	srv := m.Server
-	if err := srv.Load(ctx); err != nil {
+	if err := m.Server.Load(ctx); err != nil {
 		return err
 	}
-	opts := proxy.SyncOptions{
+	opts := mirrorsync.Options{
 		Jobs: c.Int("jobs"), AllVersions: c.Bool("all-versions"),
 		Packages: c.StringSlice("package"), Owners: c.StringSlice("owner"),
 	}
 	rep := newReporter(os.Stderr, log)
 	opts.Progress = rep.progress
-	var results []*proxy.SyncResult
+	var results []*mirrorsync.Result
 	if doHydrilla {
-		results = append(results, srv.SyncHydrilla(ctx, opts)...)
+		results = append(results, m.Sync.Hydrilla(ctx, opts)...)
 	}
 	if doRefPack {
-		results = append(results, srv.SyncRefPack(ctx, opts)...)
+		results = append(results, m.Sync.RefPack(ctx, opts)...)
 	}
 	rep.finish()
 	return summarize(os.Stdout, results)
 }
 
-func summarize(w io.Writer, results []*proxy.SyncResult) error {
+func summarize(w io.Writer, results []*mirrorsync.Result) error {
 	var failed []string
 	for _, r := range results {
 		fmt.Fprintf(w, "%s %s: ", r.API, r.Upstream)
@@ -109,7 +108,7 @@ func newReporter(out *os.File, log *slog.Logger) *reporter {
 	return &reporter{tty: term.IsTerminal(int(out.Fd())), out: out, log: log}
 }
 
-func (r *reporter) progress(p proxy.SyncProgress) {
+func (r *reporter) progress(p mirrorsync.Progress) {
 	if r.tty {
 		key := p.API + " " + p.Upstream
 		if r.bar == nil || r.key != key {

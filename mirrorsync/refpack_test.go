@@ -1,4 +1,4 @@
-package proxy_test
+package mirrorsync_test
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/regmirror/regmirror/config"
-	"github.com/regmirror/regmirror/proxy"
+	"github.com/regmirror/regmirror/mirrorsync"
 	"github.com/regmirror/regmirror/refpack/registrytest"
 )
 
@@ -55,8 +55,8 @@ func TestRefPackSyncThenEveryRouteOffline(t *testing.T) {
 	reg := catalogueRegistry()
 	up := reg.Start(t).URL
 	twin := catalogueRegistry().Start(t).URL // never seen by the mirror
-	m := startMirror(t, "", []string{up}, nil)
-	res := m.srv.SyncRefPack(t.Context(), proxy.SyncOptions{AllVersions: true, Jobs: 3})
+	m := startMirror(t, []string{up}, nil)
+	res := m.sync.RefPack(t.Context(), mirrorsync.Options{AllVersions: true, Jobs: 3})
 	if len(res) != 1 || !res[0].OK() || res[0].Packages != len(catalogueVersions) || res[0].Items != 9 {
 		t.Fatalf("sync: %+v", res[0])
 	}
@@ -91,13 +91,13 @@ func TestRefPackSyncThenEveryRouteOffline(t *testing.T) {
 
 func TestRefPackSyncTwiceFetchesNoZipOrMeta(t *testing.T) {
 	reg := catalogueRegistry()
-	m := startMirror(t, "", []string{reg.Start(t).URL}, nil)
-	first := m.srv.SyncRefPack(t.Context(), proxy.SyncOptions{})
+	m := startMirror(t, []string{reg.Start(t).URL}, nil)
+	first := m.sync.RefPack(t.Context(), mirrorsync.Options{})
 	if !first[0].OK() || first[0].Items != len(catalogueVersions) {
 		t.Fatalf("first sync: %+v", first[0])
 	}
 	reg.Reset()
-	second := m.srv.SyncRefPack(t.Context(), proxy.SyncOptions{})
+	second := m.sync.RefPack(t.Context(), mirrorsync.Options{})
 	if !second[0].OK() || second[0].Items != 0 || second[0].Files != 0 || second[0].Held != 2*len(catalogueVersions) {
 		t.Fatalf("second sync: %+v", second[0])
 	}
@@ -110,17 +110,17 @@ func TestRefPackSyncTwiceFetchesNoZipOrMeta(t *testing.T) {
 
 func TestRefPackSyncNarrowedByPackageAndOwner(t *testing.T) {
 	for name, tc := range map[string]struct {
-		o    proxy.SyncOptions
+		o    mirrorsync.Options
 		want []string
 	}{
-		"package raw":     {proxy.SyncOptions{Packages: []string{"vendor/languages"}}, []string{"vendor%2Flanguages"}},
-		"package encoded": {proxy.SyncOptions{Packages: []string{"vendor%2Flanguages", "currencies"}}, []string{"vendor%2Flanguages", "currencies"}},
-		"owner":           {proxy.SyncOptions{Owners: []string{"acme"}}, []string{"acme%2Fonly-pre", "acme%2Fretired"}},
+		"package raw":     {mirrorsync.Options{Packages: []string{"vendor/languages"}}, []string{"vendor%2Flanguages"}},
+		"package encoded": {mirrorsync.Options{Packages: []string{"vendor%2Flanguages", "currencies"}}, []string{"vendor%2Flanguages", "currencies"}},
+		"owner":           {mirrorsync.Options{Owners: []string{"acme"}}, []string{"acme%2Fonly-pre", "acme%2Fretired"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			reg := catalogueRegistry()
-			m := startMirror(t, "", []string{reg.Start(t).URL}, nil)
-			res := m.srv.SyncRefPack(t.Context(), tc.o)
+			m := startMirror(t, []string{reg.Start(t).URL}, nil)
+			res := m.sync.RefPack(t.Context(), tc.o)
 			if !res[0].OK() || res[0].Packages != len(tc.want) {
 				t.Fatalf("sync: %+v", res[0])
 			}
@@ -154,8 +154,8 @@ func TestSyncedEntriesSurviveEviction(t *testing.T) {
 		bigPackage(reg, "b"+string(rune('a'+i)), 128<<10)
 	}
 	up := reg.Start(t).URL
-	m := startMirror(t, "", []string{up}, nil, func(c *config.Config) { c.DiskCacheSize = 512 << 10; c.MemoryCacheSize = 0 })
-	if res := m.srv.SyncRefPack(t.Context(), proxy.SyncOptions{Packages: []string{"vendor/country-codes", "currencies"}}); !res[0].OK() {
+	m := startMirror(t, []string{up}, nil, func(c *config.Config) { c.DiskCacheSize = 512 << 10; c.MemoryCacheSize = 0 })
+	if res := m.sync.RefPack(t.Context(), mirrorsync.Options{Packages: []string{"vendor/country-codes", "currencies"}}); !res[0].OK() {
 		t.Fatalf("sync: %+v", res[0])
 	}
 	for i := 0; i < 12; i++ {

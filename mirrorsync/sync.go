@@ -1,40 +1,99 @@
-package proxy
+// Package mirrorsync fetches what the upstreams hold ahead of time (regmirror
+// sync, serve --sync-interval): a Hydrilla upstream whole, a RefPack
+// upstream's catalogue and the packages in scope. Every object goes through
+// the read-through engine, so it is verified exactly as on the read path,
+// committed in rounds (cache.Group) and pinned; what is held is not fetched
+// again. It knows nothing of HTTP serving: package proxy wires a Syncer and
+// gives it the verified targets of its routes (Targets).
+package mirrorsync
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/catalogue"
 	"github.com/regmirror/regmirror/engine"
+	"github.com/regmirror/regmirror/hosted/hydrillalocal"
 	"github.com/regmirror/regmirror/hydrilla"
 	"github.com/regmirror/regmirror/upstream"
 )
 
-// SyncOptions narrow and pace a sync.
-type SyncOptions struct {
+// Targets builds the targets of the routes a sync fetches, with the same
+// verification the read path uses (package proxy owns them).
+type Targets interface {
+	HydrillaListAll(up *upstream.Upstream) *engine.Target
+	HydrillaItem(ref hydrilla.ItemRef, pin bool) *engine.Target
+	HydrillaFile(hex string, pin bool) *engine.Target
+	RefPackZip(id, version string, pin bool) *engine.Target
+	RefPackMeta(id, version string, pin bool) *engine.Target
+}
+
+// Parts are what a Syncer works with: the mirror's engine and store, its
+// upstream pools, and what it must never fetch upstream.
+type Parts struct {
+	Engine    *engine.Engine
+	Cache     *cache.Cache
+	Targets   Targets
+	RefPack   *upstream.Pool
+	Hydrilla  *upstream.Pool
+	Catalogue *catalogue.Catalogue // told of complete Hydrilla syncs
+	// Local is the Hydrilla local repository (nil: none): its identifiers are
+	// the mirror's own and never fetched upstream.
+	Local *hydrillalocal.Repo
+	// HostedOwners are RefPack owners the mirror hosts: an upstream's packages
+	// under them are never fetched.
+	HostedOwners []string
+	// FailTimeout is how long an upstream marked down stays skipped (a sync
+	// waits a quarter of it before asking again).
+	FailTimeout time.Duration
+	Logger      *slog.Logger
+	// NoteError, when set, records a problem for the status page.
+	NoteError func(string)
+	// LastSuccess, when set, is regmirror_sync_last_success_timestamp_seconds{api,upstream}.
+	LastSuccess *prometheus.GaugeVec
+	// Record, when set, is told of every result of Every (the status page).
+	Record func(*Result)
+}
+
+// Syncer runs syncs of a mirror's upstreams.
+type Syncer struct{ p Parts }
+
+// New builds a Syncer.
+func New(p Parts) *Syncer {
+	if p.Logger == nil {
+		p.Logger = slog.Default()
+	}
+	return &Syncer{p: p}
+}
+
+// Options narrow and pace a sync.
+type Options struct {
 	Jobs        int // objects fetched at once (default 4)
 	AllVersions bool
 	Packages    []string // RefPack ids to take (empty: all)
 	Owners      []string // RefPack owners to take (empty: all)
 	// Progress, when set, is told after every object.
-	Progress func(SyncProgress)
+	Progress func(Progress)
 }
 
-// SyncProgress is the running count of one upstream's sync.
-type SyncProgress struct {
+// Progress is the running count of one upstream's sync.
+type Progress struct {
 	API, Upstream string
 	Done, Total   int
 	What          string // the object just handled
 }
 
-// SyncResult is the summary of one upstream's sync.
-type SyncResult struct {
+// Result is the summary of one upstream's sync.
+type Result struct {
 	API, Upstream string
 	Started       time.Time
 	Ended         time.Time
@@ -49,7 +108,7 @@ type SyncResult struct {
 
 // tally counts one object's outcome: failed, already held, or fetched (as an
 // item, or as a file/document when secondary). Callers serialise calls.
-func (r *SyncResult) tally(what string, a *engine.Answer, err error, secondary bool) {
+func (r *Result) tally(what string, a *engine.Answer, err error, secondary bool) {
 	switch {
 	case err != nil:
 		r.Failed = append(r.Failed, fmt.Sprintf("%s: %v", what, err))
@@ -68,23 +127,23 @@ func (r *SyncResult) tally(what string, a *engine.Answer, err error, secondary b
 }
 
 // OK reports whether nothing failed.
-func (r *SyncResult) OK() bool { return r.Err == nil && len(r.Failed) == 0 }
+func (r *Result) OK() bool { return r.Err == nil && len(r.Failed) == 0 }
 
-// SyncHydrilla mirrors every Hydrilla upstream whole: its /list_all, every item
+// Hydrilla mirrors every Hydrilla upstream whole: its /list_all, every item
 // version listed and every file the items name, each verified and pinned.
-func (s *Server) SyncHydrilla(ctx context.Context, o SyncOptions) []*SyncResult {
-	var out []*SyncResult
-	for _, up := range s.hydrilla.Upstreams() {
-		out = append(out, s.syncHydrillaOne(ctx, up, o))
+func (s *Syncer) Hydrilla(ctx context.Context, o Options) []*Result {
+	var out []*Result
+	for _, up := range s.p.Hydrilla.Upstreams() {
+		out = append(out, s.hydrillaOne(ctx, up, o))
 	}
-	s.hy.Rebuild()
+	s.p.Catalogue.Rebuild()
 	return out
 }
 
-func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o SyncOptions) *SyncResult {
-	res := &SyncResult{API: "hydrilla", Upstream: up.Base, Started: time.Now()}
+func (s *Syncer) hydrillaOne(ctx context.Context, up *upstream.Upstream, o Options) *Result {
+	res := &Result{API: "hydrilla", Upstream: up.Base, Started: time.Now()}
 	defer func() { res.Ended = time.Now() }()
-	lt := s.hyListTarget(up)
+	lt := s.p.Targets.HydrillaListAll(up)
 	lt.Refresh = true
 	a, err := s.fetchWithRetry(ctx, lt)
 	if err == nil && (a.Relay != nil || a.Hot.Entry.Status != http.StatusOK || a.Outcome.State == engine.Stale) {
@@ -94,7 +153,7 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 		res.Err = fmt.Errorf("read /list_all of %s: %w", up.Base, err)
 		return res
 	}
-	body, err := s.cache.ReadAll(ctx, a.Hot.Entry)
+	body, err := s.p.Cache.ReadAll(ctx, a.Hot.Entry)
 	if err != nil {
 		res.Err = err
 		return res
@@ -105,7 +164,7 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 		return res
 	}
 	// Identifiers of the local repository are its own: never fetched upstream.
-	refs := s.local.Without(list).Refs()
+	refs := s.p.Local.Without(list).Refs()
 	var mu sync.Mutex
 	var done atomic.Int64
 	total := len(refs)
@@ -115,7 +174,7 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 			mu.Lock()
 			t := total
 			mu.Unlock()
-			o.Progress(SyncProgress{API: "hydrilla", Upstream: up.Base, Done: d, Total: t, What: what})
+			o.Progress(Progress{API: "hydrilla", Upstream: up.Base, Done: d, Total: t, What: what})
 		}
 	}
 	record := func(kind, what string, a *engine.Answer, err error) {
@@ -129,9 +188,9 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 	// of the network"); the sync is complete once the group is.
 	group := cache.NewGroup()
 	gctx := cache.WithGroup(ctx, group)
-	s.parallel(ctx, o.Jobs, len(refs), func(i int) {
+	parallel(ctx, o.Jobs, len(refs), func(i int) {
 		ref := refs[i]
-		t := s.hyItemTarget(ref, true)
+		t := s.p.Targets.HydrillaItem(ref, true)
 		t.From = up
 		a, err := s.fetchWithRetry(gctx, t)
 		record("item", ref.String(), a, err)
@@ -151,8 +210,8 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 			mu.Unlock()
 		}
 	})
-	s.parallel(ctx, o.Jobs, len(fileList), func(i int) {
-		t := s.hyFileTarget(fileList[i], true)
+	parallel(ctx, o.Jobs, len(fileList), func(i int) {
+		t := s.p.Targets.HydrillaFile(fileList[i], true)
 		t.From = up
 		a, err := s.fetchWithRetry(gctx, t)
 		record("file", "file/sha256/"+fileList[i], a, err)
@@ -167,18 +226,18 @@ func (s *Server) syncHydrillaOne(ctx context.Context, up *upstream.Upstream, o S
 	}
 	if res.OK() {
 		s.markSynced(ctx, "hydrilla", up.Base, string(engine.HydrillaSync(up.Base)))
-		s.hy.MarkSynced(up.Base, time.Now())
+		s.p.Catalogue.MarkSynced(up.Base, time.Now())
 	}
 	return res
 }
 
 // fetchWithRetry resolves t and pins what it holds; it backs off and retries
 // when the upstream says 429 or 503 (honouring Retry-After) or is marked down.
-func (s *Server) fetchWithRetry(ctx context.Context, t *engine.Target) (*engine.Answer, error) {
+func (s *Syncer) fetchWithRetry(ctx context.Context, t *engine.Target) (*engine.Answer, error) {
 	var a *engine.Answer
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		a, err = s.eng.Resolve(ctx, t)
+		a, err = s.p.Engine.Resolve(ctx, t)
 		var wait time.Duration
 		var ue *upstream.Error
 		switch {
@@ -188,12 +247,12 @@ func (s *Server) fetchWithRetry(ctx context.Context, t *engine.Target) (*engine.
 			errors.Is(err, upstream.ErrBusy)):
 			wait = ue.RetryAfter
 		case errors.Is(err, upstream.ErrNoUpstream):
-			wait = s.cfg.FailTimeout / 4
+			wait = s.p.FailTimeout / 4
 		default:
 			if err == nil && t.Pin && a.Hot != nil && !a.Hot.Entry.Pinned && a.Hot.Entry.Status == http.StatusOK {
 				e := *a.Hot.Entry
 				e.Pinned = true
-				if h, perr := s.cache.Put(ctx, &e, nil); perr == nil {
+				if h, perr := s.p.Cache.Put(ctx, &e, nil); perr == nil {
 					a.Hot = h
 				}
 			}
@@ -224,7 +283,7 @@ func describe(a *engine.Answer) string {
 }
 
 // parallel runs fn(0..n-1) on at most jobs goroutines.
-func (s *Server) parallel(ctx context.Context, jobs, n int, fn func(i int)) {
+func parallel(ctx context.Context, jobs, n int, fn func(i int)) {
 	if jobs < 1 {
 		jobs = 4
 	}
@@ -243,25 +302,30 @@ func (s *Server) parallel(ctx context.Context, jobs, n int, fn func(i int)) {
 
 // markSynced records a complete sync of an upstream in the store (so /query
 // can answer from the index after a restart) and in the metrics.
-func (s *Server) markSynced(ctx context.Context, api, base, key string) {
+func (s *Syncer) markSynced(ctx context.Context, api, base, key string) {
 	now := time.Now()
 	e := &cache.Entry{Key: key, Status: http.StatusOK, Class: cache.Immutable, FetchedAt: now, Pinned: true, Upstream: base}
-	if _, err := s.cache.PutBody(ctx, e, []byte(now.UTC().Format(time.RFC3339)+"\n")); err != nil {
-		s.log.Warn("record sync", "upstream", base, "err", err)
-		s.noteError("record sync of " + base + ": " + err.Error())
+	if _, err := s.p.Cache.PutBody(ctx, e, []byte(now.UTC().Format(time.RFC3339)+"\n")); err != nil {
+		s.p.Logger.Warn("record sync", "upstream", base, "err", err)
+		if s.p.NoteError != nil {
+			s.p.NoteError("record sync of " + base + ": " + err.Error())
+		}
 	}
-	s.metrics.SyncLastSuccess.WithLabelValues(api, base).Set(float64(now.Unix()))
+	if s.p.LastSuccess != nil {
+		s.p.LastSuccess.WithLabelValues(api, base).Set(float64(now.Unix()))
+	}
 }
 
-// SyncEvery runs the syncs of both APIs now and then every interval until ctx
-// ends (serve --sync-interval), logging each upstream's result.
-func (s *Server) SyncEvery(ctx context.Context, interval time.Duration, o SyncOptions) {
+// Every runs the syncs of both APIs now and then every interval until ctx
+// ends (serve --sync-interval), logging each upstream's result and handing it
+// to Parts.Record.
+func (s *Syncer) Every(ctx context.Context, interval time.Duration, o Options) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
-		results := append(s.SyncHydrilla(ctx, o), s.SyncRefPack(ctx, o)...)
+		results := append(s.Hydrilla(ctx, o), s.RefPack(ctx, o)...)
 		for _, r := range results {
-			s.noteSync(r)
+			s.note(r)
 		}
 		select {
 		case <-ctx.Done():
@@ -271,14 +335,16 @@ func (s *Server) SyncEvery(ctx context.Context, interval time.Duration, o SyncOp
 	}
 }
 
-// noteSync logs a sync result and keeps it for the status page.
-func (s *Server) noteSync(r *SyncResult) {
+// note logs a sync result and hands it to Parts.Record.
+func (s *Syncer) note(r *Result) {
 	attrs := []any{"api", r.API, "upstream", r.Upstream, "items", r.Items, "files", r.Files, "held", r.Held,
 		"bytes", r.Bytes, "failed", len(r.Failed), "duration", r.Ended.Sub(r.Started)}
 	if r.OK() {
-		s.log.Info("sync done", attrs...)
+		s.p.Logger.Info("sync done", attrs...)
 	} else {
-		s.log.Warn("sync failed", append(attrs, "err", r.Err, "failures", r.Failed)...)
+		s.p.Logger.Warn("sync failed", append(attrs, "err", r.Err, "failures", r.Failed)...)
 	}
-	s.RecordSync(r)
+	if s.p.Record != nil {
+		s.p.Record(r)
+	}
 }

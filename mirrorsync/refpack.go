@@ -1,4 +1,4 @@
-package proxy
+package mirrorsync
 
 import (
 	"context"
@@ -18,29 +18,29 @@ import (
 	"github.com/regmirror/regmirror/upstream"
 )
 
-// SyncRefPack mirrors every RefPack upstream ahead of time: its whole catalogue
+// RefPack mirrors every RefPack upstream ahead of time: its whole catalogue
 // (/packages?includeArchived=true, every page, kept so lists and searches can be
 // answered offline), each package's /versions, and for every package in scope
 // its latest version's zip and /meta (every version with AllVersions). Zips are
 // verified exactly as on the read path; what is held is not fetched again; all
 // of it is pinned.
-func (s *Server) SyncRefPack(ctx context.Context, o SyncOptions) []*SyncResult {
-	var out []*SyncResult
-	for _, up := range s.refpack.Upstreams() {
-		out = append(out, s.syncRefPackOne(ctx, up, o))
+func (s *Syncer) RefPack(ctx context.Context, o Options) []*Result {
+	var out []*Result
+	for _, up := range s.p.RefPack.Upstreams() {
+		out = append(out, s.refPackOne(ctx, up, o))
 	}
 	return out
 }
 
-func (s *Server) syncRefPackOne(ctx context.Context, up *upstream.Upstream, o SyncOptions) *SyncResult {
-	res := &SyncResult{API: "refpack", Upstream: up.Base, Started: time.Now()}
+func (s *Syncer) refPackOne(ctx context.Context, up *upstream.Upstream, o Options) *Result {
+	res := &Result{API: "refpack", Upstream: up.Base, Started: time.Now()}
 	defer func() { res.Ended = time.Now() }()
-	ids, err := s.rpCatalogue(ctx, up)
+	ids, err := s.refPackCatalogue(ctx, up)
 	if err != nil {
 		res.Err = fmt.Errorf("read the catalogue of %s: %w", up.Base, err)
 		return res
 	}
-	ids = withoutHostedOwners(filterPackages(ids, o.Packages, o.Owners), s.cfg.HostedOwners)
+	ids = withoutHostedOwners(filterPackages(ids, o.Packages, o.Owners), s.p.HostedOwners)
 	res.Packages = len(ids)
 
 	var mu sync.Mutex
@@ -57,7 +57,7 @@ func (s *Server) syncRefPackOne(ctx context.Context, up *upstream.Upstream, o Sy
 		t := total
 		mu.Unlock()
 		if o.Progress != nil {
-			o.Progress(SyncProgress{API: "refpack", Upstream: up.Base, Done: int(done.Add(1)), Total: t, What: what})
+			o.Progress(Progress{API: "refpack", Upstream: up.Base, Done: int(done.Add(1)), Total: t, What: what})
 		}
 	}
 	type job struct{ id, version string }
@@ -66,17 +66,17 @@ func (s *Server) syncRefPackOne(ctx context.Context, up *upstream.Upstream, o Sy
 	// of the network"); the sync is complete once the group is.
 	group := cache.NewGroup()
 	gctx := cache.WithGroup(ctx, group)
-	s.parallel(ctx, o.Jobs, len(ids), func(i int) {
+	parallel(ctx, o.Jobs, len(ids), func(i int) {
 		id := ids[i]
 		vt := &engine.Target{API: "refpack", Route: "versions", Key: engine.RefPackVersions(id), Class: cache.Mutable,
-			Pool: s.refpack, From: up, Path: rpPath(id, refpack.SubVersions), Refresh: true, Pin: true}
+			Pool: s.p.RefPack, From: up, Path: "/packages/" + url.PathEscape(id) + "/" + refpack.SubVersions, Refresh: true, Pin: true}
 		a, err := s.fetchWithRetry(gctx, vt)
 		if err != nil || a.Relay != nil || a.Hot.Entry.Status != http.StatusOK {
 			note(id+"/versions", a, err, true)
 			progress(id+"/versions", 0)
 			return
 		}
-		body, err := s.cache.ReadAll(gctx, a.Hot.Entry)
+		body, err := s.p.Cache.ReadAll(gctx, a.Hot.Entry)
 		var vs struct {
 			Versions []refpack.VersionInfo `json:"versions"`
 		}
@@ -103,13 +103,13 @@ func (s *Server) syncRefPackOne(ctx context.Context, up *upstream.Upstream, o Sy
 		mu.Unlock()
 		progress(id+"/versions", len(want))
 	})
-	s.parallel(ctx, o.Jobs, len(jobs), func(i int) {
+	parallel(ctx, o.Jobs, len(jobs), func(i int) {
 		j := jobs[i]
-		zt := s.rpZipTarget(j.id, j.version, true)
+		zt := s.p.Targets.RefPackZip(j.id, j.version, true)
 		zt.From = up
 		a, err := s.fetchWithRetry(gctx, zt)
 		note(j.id+"@"+j.version, a, err, false)
-		mt := s.rpMetaTarget(j.id, j.version, true)
+		mt := s.p.Targets.RefPackMeta(j.id, j.version, true)
 		mt.From = up
 		a, err = s.fetchWithRetry(gctx, mt)
 		note(j.id+"@"+j.version+"/meta", a, err, true)
@@ -141,14 +141,14 @@ func latestIncludingArchived(vs []refpack.VersionInfo) (string, bool) {
 	return refpack.Latest(all)
 }
 
-// rpCatalogue walks /packages?includeArchived=true page by page from one
+// refPackCatalogue walks /packages?includeArchived=true page by page from one
 // upstream, storing (and pinning) each page, and returns every package id.
-func (s *Server) rpCatalogue(ctx context.Context, up *upstream.Upstream) ([]string, error) {
+func (s *Syncer) refPackCatalogue(ctx context.Context, up *upstream.Upstream) ([]string, error) {
 	var ids []string
 	seen := map[string]bool{}
 	for page := 1; ; page++ {
 		q := url.Values{"includeArchived": {"true"}, "page": {fmt.Sprint(page)}, "pageSize": {fmt.Sprint(refpack.MaxPageSize)}}
-		t := &engine.Target{API: "refpack", Route: "list", Key: engine.RefPackList(false, q), Class: cache.Mutable, Pool: s.refpack,
+		t := &engine.Target{API: "refpack", Route: "list", Key: engine.RefPackList(false, q), Class: cache.Mutable, Pool: s.p.RefPack,
 			From: up, Path: "/packages?" + q.Encode(), Refresh: true, Pin: true}
 		a, err := s.fetchWithRetry(ctx, t)
 		if err == nil && (a.Relay != nil || a.Hot.Entry.Status != http.StatusOK || a.Outcome.State == engine.Stale) {
@@ -157,7 +157,7 @@ func (s *Server) rpCatalogue(ctx context.Context, up *upstream.Upstream) ([]stri
 		if err != nil {
 			return nil, err
 		}
-		body, err := s.cache.ReadAll(ctx, a.Hot.Entry)
+		body, err := s.p.Cache.ReadAll(ctx, a.Hot.Entry)
 		if err != nil {
 			return nil, err
 		}
@@ -182,8 +182,6 @@ func (s *Server) rpCatalogue(ctx context.Context, up *upstream.Upstream) ([]stri
 	}
 }
 
-// filterPackages keeps the ids named by packages (either id form) or owned by
-// owners; with neither, all.
 // withoutHostedOwners leaves out the ids of hosted owners: the mirror is
 // their registry, and an upstream's packages under them are never fetched.
 func withoutHostedOwners(ids, hosted []string) []string {
@@ -200,6 +198,8 @@ func withoutHostedOwners(ids, hosted []string) []string {
 	return out
 }
 
+// filterPackages keeps the ids named by packages (either id form) or owned by
+// owners; with neither, all.
 func filterPackages(ids, packages, owners []string) []string {
 	if len(packages) == 0 && len(owners) == 0 {
 		return ids
