@@ -11,7 +11,6 @@ import (
 
 	"github.com/regmirror/regmirror/hydrilla"
 	"github.com/regmirror/regmirror/hydrilla/hydrillatest"
-	"github.com/regmirror/regmirror/mirrorsync"
 )
 
 // newRepo is a generated Hydrilla upstream served under /api_v2, as the real
@@ -147,51 +146,6 @@ func TestHydrillaItemIdentityChecked(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		if r := get(t, m.URL+"/"+ref.String()); r.Status != http.StatusBadGateway {
 			t.Fatalf("mismatched item: %d %s", r.Status, r.Body)
-		}
-	}
-}
-
-func TestHydrillaSyncThenUpstreamGone(t *testing.T) {
-	repo, up := newRepo(t, 30, 4)
-	m := startMirror(t, "", nil, []string{up})
-	routes := append(itemRoutes(repo), "/list_all")
-	want := map[string][]byte{}
-	for _, r := range routes {
-		want[r] = get(t, up+r).Body
-	}
-	queries := map[string][]hydrilla.QueryMapping{}
-	for _, u := range repo.SampleURLs() {
-		queries[u] = queryMappings(t, get(t, up+"/query?url="+url.QueryEscape(u)).Body)
-	}
-	res := m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: 4})
-	if len(res) != 1 || !res[0].OK() || res[0].Items != len(repo.Refs()) || res[0].Files != len(repo.Files()) {
-		t.Fatalf("sync: %+v (refs %d files %d)", res[0], len(repo.Refs()), len(repo.Files()))
-	}
-	repo.Reset()
-	again := m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: 4})
-	if again[0].Items != 0 || again[0].Files != 0 || !again[0].OK() {
-		t.Fatalf("second sync fetched again: %+v", again[0])
-	}
-	if n := len(repo.Requests()); n != 1 {
-		t.Errorf("second sync made %d upstream requests, want 1 (/list_all): %v", n, repo.Requests())
-	}
-	repo.SetFail(http.StatusServiceUnavailable)
-	for _, r := range routes {
-		got := get(t, m.URL+r)
-		if r == "/list_all" {
-			if got.Status != 200 || !sameLists(t, got.Body, want[r]) {
-				t.Errorf("/list_all with upstream down: %d %.200s", got.Status, got.Body)
-			}
-			continue
-		}
-		if got.Status != 200 || !bytes.Equal(got.Body, want[r]) {
-			t.Errorf("%s with upstream down: %d", r, got.Status)
-		}
-	}
-	for u, wantM := range queries {
-		got := get(t, m.URL+"/query?url="+url.QueryEscape(u))
-		if got.Status != 200 || !sameMappings(queryMappings(t, got.Body), wantM) {
-			t.Errorf("query %s: %d %s, want %v", u, got.Status, got.Body, wantM)
 		}
 	}
 }
