@@ -323,16 +323,23 @@ func (s *Syncer) Every(ctx context.Context, interval time.Duration, o Options) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
-		results := append(s.Hydrilla(ctx, o), s.RefPack(ctx, o)...)
-		for _, r := range results {
-			s.note(r)
-		}
+		s.Round(ctx, o)
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
 	}
+}
+
+// Round runs the syncs of both APIs once (a round of Every), logging each
+// upstream's result and handing it to Parts.Record.
+func (s *Syncer) Round(ctx context.Context, o Options) []*Result {
+	results := append(s.Hydrilla(ctx, o), s.RefPack(ctx, o)...)
+	for _, r := range results {
+		s.note(r)
+	}
+	return results
 }
 
 // note logs a sync result and hands it to Parts.Record.
