@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"sort"
 	"strings"
 	"testing"
 
@@ -148,27 +147,6 @@ func TestHydrillaItemIdentityChecked(t *testing.T) {
 			t.Fatalf("mismatched item: %d %s", r.Status, r.Body)
 		}
 	}
-}
-
-// sameLists compares two /list_all documents by their item versions.
-func sameLists(t *testing.T, a, b []byte) bool {
-	la, err := hydrilla.ParseList(a)
-	if err != nil {
-		t.Fatalf("list %q: %v", a, err)
-	}
-	lb, err := hydrilla.ParseList(b)
-	if err != nil {
-		t.Fatalf("list %q: %v", b, err)
-	}
-	keys := func(l *hydrilla.List) string {
-		var ks []string
-		for _, r := range l.Refs() {
-			ks = append(ks, r.String())
-		}
-		sort.Strings(ks)
-		return strings.Join(ks, " ")
-	}
-	return keys(la) == keys(lb)
 }
 
 func TestHydrillaSeveralUpstreamsMerge(t *testing.T) {
