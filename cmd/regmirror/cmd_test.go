@@ -409,3 +409,17 @@ func TestVersion(t *testing.T) {
 		t.Logf("the binary has no VCS revision (no git checkout?); version %q", v)
 	}
 }
+
+// A mistyped --data must not be verified as a clean, new, empty store: a timer
+// running verify would then hide every problem of the real one.
+func TestVerifyRefusesAFolderWithNoStore(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "no-such-data")
+	r := run(t, dir, nil, "verify", "--data", missing)
+	if r.code != 1 || !strings.Contains(r.stderr+r.stdout, "no store in "+missing) {
+		t.Fatalf("verify of a folder with no store: exit %d, %q %q; want 1 naming the folder", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("verify created %s (%v)", missing, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -142,6 +143,12 @@ func verifyCmd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// Verifying a folder that holds no store would create an empty one and
+	// report it clean: a mistyped --data in a timer would hide every problem.
+	// With --blob-store the bucket is what is verified, from any folder.
+	if _, err := os.Stat(filepath.Join(cfg.Data, "index.db")); err != nil && cfg.BlobStore == "" {
+		return cli.Exit(fmt.Sprintf("verify: no store in %s (no index.db): is --data right?", cfg.Data), 1)
+	}
 	log := newLogger(cfg)
 	m, err := openMirror(context.Background(), cfg, log)
 	if err != nil {
@@ -162,17 +169,25 @@ func verifyCmd(c *cli.Context) error {
 	if unrecoverable > 0 && c.Bool("repair") {
 		// Hosted entries have no upstream to refetch them from: kept, and the
 		// operator must restore their blobs.
-		return cli.Exit(fmt.Sprintf("verify: %d problems found, %d repaired, %d unrecoverable (hosted packages: restore their blobs from a backup)",
-			len(problems), len(problems)-unrecoverable, unrecoverable), 1)
+		return cli.Exit(fmt.Sprintf("verify: %s found, %d repaired, %d unrecoverable (hosted packages: restore their blobs from a backup)",
+			problemCount(len(problems)), len(problems)-unrecoverable, unrecoverable), 1)
 	}
 	if len(problems) > 0 && c.Bool("repair") {
 		// Repaired: the store is consistent again (what was dropped is refetched on demand).
-		fmt.Printf("verify: %d problems found and repaired\n", len(problems))
+		fmt.Printf("verify: %s found and repaired\n", problemCount(len(problems)))
 		return nil
 	}
 	if len(problems) > 0 {
-		return cli.Exit(fmt.Sprintf("verify: %d problems found (run with --repair to drop them)", len(problems)), 1)
+		return cli.Exit(fmt.Sprintf("verify: %s found (run with --repair to drop them)", problemCount(len(problems))), 1)
 	}
 	fmt.Println("verify: every blob matches its digest and every entry its blob")
 	return nil
+}
+
+// problemCount says "1 problem" or "N problems".
+func problemCount(n int) string {
+	if n == 1 {
+		return "1 problem"
+	}
+	return fmt.Sprintf("%d problems", n)
 }
