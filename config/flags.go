@@ -331,13 +331,17 @@ func Flags(names ...string) []cli.Flag {
 // on the command line or in the environment, refusing keys it does not know
 // and skipping those of other commands.
 func Before(flags []cli.Flag) cli.BeforeFunc {
-	return altsrc.InitInputSourceWithContext(flags, func(c *cli.Context) (altsrc.InputSourceContext, error) {
+	return func(c *cli.Context) error {
+		// The file is read here first so that its problem reaches the user as
+		// it is ("config FILE: unknown key(s) …"), not inside altsrc's wrapping.
 		m, err := readFile(c.String("config"), flags)
 		if err != nil {
-			return nil, err
+			return cli.Exit(c.Command.Name+": "+err.Error(), 1)
 		}
-		return altsrc.NewMapInputSource(c.String("config"), m), nil
-	})
+		return altsrc.InitInputSourceWithContext(flags, func(c *cli.Context) (altsrc.InputSourceContext, error) {
+			return altsrc.NewMapInputSource(c.String("config"), m), nil
+		})(c)
+	}
 }
 
 // readFile reads the YAML config and turns scalars into the types the flags

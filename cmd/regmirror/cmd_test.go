@@ -423,3 +423,17 @@ func TestVerifyRefusesAFolderWithNoStore(t *testing.T) {
 		t.Errorf("verify created %s (%v)", missing, err)
 	}
 }
+
+// A config file that cannot be used is named with its problem, as check-config
+// reports any other key, not inside the CLI library's wrapping.
+func TestBadConfigFileIsNamedPlainly(t *testing.T) {
+	dir := t.TempDir()
+	bogus := writeFile(t, dir, "bogus.yaml", "bogus-key: 1\n")
+	for _, cmd := range []string{"check-config", "serve"} {
+		r := run(t, dir, nil, cmd, "--config", bogus)
+		want := cmd + ": config " + bogus + ": unknown key(s) bogus-key"
+		if r.code != 1 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "inner error") {
+			t.Errorf("%s with an unknown key: exit %d, stderr %q; want 1 and %q", cmd, r.code, r.stderr, want)
+		}
+	}
+}

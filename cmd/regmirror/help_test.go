@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/config"
 )
 
@@ -58,6 +59,12 @@ func TestHelpListsEachCommandsOwnFlags(t *testing.T) {
 func TestConfigFileSharedByCommands(t *testing.T) {
 	dir := t.TempDir()
 	shared := writeFile(t, dir, "shared.yaml", "listen: 127.0.0.1:9\nfast-lane: true\ndata: "+dir+"/data\n")
+	// verify wants a store to check: make an empty one.
+	d, err := cache.OpenDisk(dir + "/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
 	if r := run(t, dir, nil, "verify", "--config", shared); r.code != 0 {
 		t.Errorf("verify with serve keys in its file: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
