@@ -336,7 +336,7 @@ func Before(flags []cli.Flag) cli.BeforeFunc {
 		// it is ("config FILE: unknown key(s) …"), not inside altsrc's wrapping.
 		m, err := readFile(c.String("config"), flags)
 		if err != nil {
-			return cli.Exit(c.Command.Name+": "+err.Error(), 1)
+			return fmt.Errorf("%s: %w", c.Command.Name, err)
 		}
 		return altsrc.InitInputSourceWithContext(flags, func(c *cli.Context) (altsrc.InputSourceContext, error) {
 			return altsrc.NewMapInputSource(c.String("config"), m), nil
