@@ -176,13 +176,25 @@ func (s *Server) rpMergedList(w http.ResponseWriter, r *http.Request, advanced b
 		if errors.Is(uerr, context.Canceled) && r.Context().Err() != nil {
 			return
 		}
-		if page.TotalCount == 0 {
-			// Nothing hosted matches either: never a list made from nothing.
+		// The upstream part made from the packages the mirror holds, as
+		// a list without hosted owners is (rpListLocal).
+		held, holds, herr := s.rpHeldItems(r.Context(), lq)
+		switch {
+		case herr == nil && holds:
+			page, _ = s.hosted.MergeList(r.Context(), lq, func(context.Context, int) (refpack.ListPage, error) {
+				return refpack.ListPage{Items: held, TotalCount: len(held), TotalPages: 1}, nil
+			})
+			s.log.Warn("merged list: the upstream part failed; made from the packages the mirror holds", "err", uerr)
+			out = s.eng.Derived("list made by the mirror from the packages it holds and hosted ones")
+		case page.TotalCount == 0:
+			// Nothing hosted matches and nothing held: never a list made
+			// from nothing.
 			s.fail(w, r, uerr)
 			return
+		default:
+			s.log.Warn("merged list: the upstream part failed; hosted packages only", "err", uerr)
+			out = s.eng.Derived("upstream failed, hosted packages only")
 		}
-		s.log.Warn("merged list: the upstream part failed; hosted packages only", "err", uerr)
-		out = s.eng.Derived("upstream failed, hosted packages only")
 	} else if out.State == engine.Miss {
 		out = engine.MissBecause(`fwd=uri-miss; detail="merged with hosted packages"`)
 	} else if out.State == engine.Hit {

@@ -314,3 +314,49 @@ func TestWriteErrorsStillAnswerFromUpstream(t *testing.T) {
 		t.Error("an answer was stored although the store could not be written")
 	}
 }
+
+// With the upstream down, a list or search the mirror never stored is made
+// from the packages it holds, with or without hosted owners (design.md,
+// honest answers); holding nothing, it is the upstream's failure as JSON,
+// never an empty list.
+func TestListWithUpstreamDownDerivedOnlyFromHeld(t *testing.T) {
+	for _, hostedOwners := range []bool{false, true} {
+		for _, holds := range []bool{false, true} {
+			t.Run(fmt.Sprintf("hosted=%v/holds=%v", hostedOwners, holds), func(t *testing.T) {
+				reg, up := newRegistry(t)
+				var opts []mirrorOpt
+				if hostedOwners {
+					opts = append(opts, withHosted(t))
+				}
+				m := startMirror(t, "", []string{up}, nil, opts...)
+				if holds {
+					get(t, m.URL+"/packages/vendor/country-codes/meta")
+					get(t, m.URL+"/packages/currencies/meta")
+				}
+				reg.SetDown(true)
+				for _, path := range []string{"/packages?q=c&pageSize=5", "/packages/advanced-search?q=c&pageSize=5"} {
+					r := get(t, m.URL+path)
+					if !holds {
+						var e struct{ Error, Message string }
+						if (r.Status != http.StatusBadGateway && r.Status != http.StatusServiceUnavailable && r.Status != http.StatusGatewayTimeout) ||
+							json.Unmarshal(r.Body, &e) != nil || e.Error == "" || e.Message == "" {
+							t.Errorf("%s holding nothing: %d %s, want the upstream's failure as JSON", path, r.Status, r.Body)
+						}
+						continue
+					}
+					var page struct {
+						Items []map[string]any `json:"items"`
+						Total int              `json:"totalCount"`
+					}
+					if r.Status != http.StatusOK || r.Header.Get("X-Cache") != "STALE" || json.Unmarshal(r.Body, &page) != nil {
+						t.Errorf("%s holding two packages: %d %s %s", path, r.Status, r.Header.Get("X-Cache"), r.Body)
+						continue
+					}
+					if page.Total != 2 || len(page.Items) != 2 || page.Items[0]["id"] != "currencies" || page.Items[1]["id"] != "vendor/country-codes" {
+						t.Errorf("%s made from held packages: %s", path, r.Body)
+					}
+				}
+			})
+		}
+	}
+}

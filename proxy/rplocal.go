@@ -20,6 +20,18 @@ import (
 // held is false when the mirror holds no list, /versions or /meta at all:
 // then there is nothing to derive an answer from, and body is nil.
 func (s *Server) rpLocalList(ctx context.Context, lq refpack.ListQuery) (body []byte, held bool, err error) {
+	kept, held, err := s.rpHeldItems(ctx, lq)
+	if err != nil || !held {
+		return nil, held, err
+	}
+	body, err = json.Marshal(lq.Cut(kept))
+	return body, true, err
+}
+
+// rpHeldItems is every held package's list item that matches lq, sorted by
+// id, made as rpLocalList describes; held is false when the mirror holds
+// nothing of the RefPack API to make them from.
+func (s *Server) rpHeldItems(ctx context.Context, lq refpack.ListQuery) (kept []refpack.ListItem, held bool, err error) {
 	type listed struct {
 		item refpack.ListItem
 		at   time.Time
@@ -138,8 +150,7 @@ func (s *Server) rpLocalList(ctx context.Context, lq refpack.ListQuery) (body []
 		}
 		return nil
 	}
-	body, err = json.Marshal(lq.Apply(list, fields))
-	return body, true, err
+	return lq.Filter(list, fields), true, nil
 }
 
 // rpListLocal is rpList's fallback: a stored or fresh answer when there is one,
