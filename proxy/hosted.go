@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/engine"
@@ -73,7 +74,18 @@ func (s *Server) writeHosted(w http.ResponseWriter, r *http.Request, a *hosted.A
 		s.writeHostedZip(w, r, a.Hot)
 		return
 	}
-	s.writeRaw(w, r, hostedOutcome, a.Status, a.Header, a.Body)
+	if a.Status != http.StatusOK || a.Header.Get("ETag") == "" || plainGet(r) {
+		s.writeRaw(w, r, hostedOutcome, a.Status, a.Header, a.Body)
+		return
+	}
+	// Conditions and ranges as a mirrored answer has them (respond):
+	// If-None-Match with the ETag is a 304.
+	h := w.Header()
+	for k, v := range a.Header {
+		h[k] = v
+	}
+	hostedOutcome.SetHeaders(h)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.Body))
 }
 
 // writeHostedZip writes a stored hosted zip on the cached-hit path.

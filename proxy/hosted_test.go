@@ -90,3 +90,40 @@ func TestHostedZipOnTheFastLane(t *testing.T) {
 		}
 	}
 }
+
+// A hosted package's JSON answers carry an ETag and answer a client that
+// already holds those bytes (If-None-Match) with 304 and no body, as mirrored
+// answers do.
+func TestHostedJSONAnswersIfNoneMatch(t *testing.T) {
+	_, up := newRegistry(t)
+	m := startMirror(t, "", []string{up}, nil, withHosted(t))
+	req, _ := http.NewRequest(http.MethodPost, m.URL+"/packages", bytes.NewReader(registrytest.MakeZip("rates", "1.0.0")))
+	req.Header.Set("Content-Type", "application/zip")
+	req.Header.Set("Authorization", "Bearer test-key")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("push: %d", resp.StatusCode)
+	}
+	for _, path := range []string{"/packages/ourco/rates/meta", "/packages/ourco/rates/meta?version=1.0.0",
+		"/packages/ourco/rates/versions", "/packages/ourco/rates/data?version=1.0.0"} {
+		first := get(t, m.URL+path)
+		etag := first.Header.Get("ETag")
+		if first.Status != http.StatusOK || etag == "" {
+			t.Errorf("%s: %d ETag %q", path, first.Status, etag)
+			continue
+		}
+		again := get(t, m.URL+path, "If-None-Match", etag)
+		if again.Status != http.StatusNotModified || len(again.Body) != 0 || again.Header.Get("ETag") != etag {
+			t.Errorf("%s with If-None-Match %s: %d ETag %q, %d bytes; want 304 with the same ETag",
+				path, etag, again.Status, again.Header.Get("ETag"), len(again.Body))
+		}
+		mustContain(t, again.Header.Get("Cache-Status"), `detail="hosted"`)
+		if other := get(t, m.URL+path, "If-None-Match", `"something-else"`); other.Status != http.StatusOK || string(other.Body) != string(first.Body) {
+			t.Errorf("%s with another ETag: %d", path, other.Status)
+		}
+	}
+}
