@@ -428,3 +428,83 @@ func (s *Server) Reload(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// hyLocalLegacy answers a pre-1.0 route from the local repository, first as
+// every other route is: /bag?n=<resource> for a resource it holds (never
+// asked upstream, a 404 when no version of it is served), /script?n=<file>
+// for a script of one of its newest resources, /pattern?n=<pattern> for a
+// payload pattern of one of its newest mappings, in the shapes the legacy
+// routes have. It reports false when the route is not the local one's.
+func (s *Server) hyLocalLegacy(w http.ResponseWriter, r *http.Request, path string) bool {
+	n := r.URL.Query().Get("n")
+	if n == "" {
+		return false
+	}
+	type legacyItem struct {
+		id       string
+		Scripts  []hydrilla.FileRef `json:"scripts"`
+		Payloads map[string]struct {
+			Identifier string `json:"identifier"`
+		} `json:"payloads"`
+	}
+	newest := func(typ string) []legacyItem {
+		l := s.local.List()
+		entries := l.Resources
+		if typ == hydrilla.TypeMapping {
+			entries = l.Mappings
+		}
+		var out []legacyItem
+		for _, e := range entries {
+			if it, ok := s.local.Newest(typ, e.Identifier); ok && it.Ref.Version.Compare(e.Version) == 0 {
+				li := legacyItem{id: e.Identifier}
+				if json.Unmarshal(it.Body, &li) == nil {
+					out = append(out, li)
+				}
+			}
+		}
+		return out
+	}
+	var doc any
+	switch path {
+	case "/bag":
+		if !s.local.Holds(hydrilla.TypeResource, n) {
+			return false
+		}
+		it, ok := s.local.Newest(hydrilla.TypeResource, n)
+		var li legacyItem
+		if !ok || json.Unmarshal(it.Body, &li) != nil {
+			hostedOutcome.SetHeaders(w.Header())
+			notFound(w, "the local repository serves no resource "+strconv.Quote(n))
+			return true
+		}
+		comps := make([][2]string, 0, len(li.Scripts))
+		for _, f := range li.Scripts {
+			comps = append(comps, [2]string{"s", f.File})
+		}
+		doc = map[string]any{"name": n, "components": comps}
+	case "/script":
+		for _, li := range newest(hydrilla.TypeResource) {
+			for _, f := range li.Scripts {
+				if f.File == n {
+					doc = map[string]any{"name": n, "location": li.id + "/" + n, "sha256": f.SHA256}
+				}
+			}
+		}
+	case "/pattern":
+		for _, li := range newest(hydrilla.TypeMapping) {
+			if p, ok := li.Payloads[n]; ok {
+				doc = map[string]any{"pattern": n, "payload": [2]string{"b", p.Identifier}}
+			}
+		}
+	}
+	if doc == nil {
+		return false
+	}
+	body, err := json.Marshal(doc)
+	if err != nil {
+		return false
+	}
+	w.Header().Set("Content-Type", "application/json")
+	s.writeRaw(w, r, hostedOutcome, http.StatusOK, nil, body)
+	return true
+}

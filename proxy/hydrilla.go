@@ -303,6 +303,9 @@ func (s *Server) hyLegacy(w http.ResponseWriter, r *http.Request, path string) {
 			}
 		}
 	}
+	if s.local != nil && s.hyLocalLegacy(w, r, path) {
+		return
+	}
 	q := r.URL.Query()
 	p := path
 	if r.URL.RawQuery != "" {
