@@ -252,10 +252,14 @@ func (c *Cache) Reload(ctx context.Context, key string) (*Hot, error) {
 func (c *Cache) WaitLoaded() { <-c.loaded }
 
 // account records e's blob in the size bookkeeping, last used at lastUse;
-// c.mu must be held.
-func (c *Cache) account(e *Entry, lastUse int64) {
+// c.mu must be held. It returns the digest of the blob e's key named before,
+// when no entry names it any more (see dropReplaced).
+func (c *Cache) account(e *Entry, lastUse int64) (replaced string) {
 	if _, ok := c.keys[e.Key]; ok {
-		c.unaccount(e.Key)
+		replaced = c.unaccount(e.Key)
+	}
+	if replaced == e.Digest {
+		replaced = ""
 	}
 	c.keys[e.Key] = keyState{digest: e.Digest, lastUse: lastUse}
 	b := c.blobs[e.Digest]
@@ -265,6 +269,27 @@ func (c *Cache) account(e *Entry, lastUse int64) {
 	}
 	b.refs++
 	c.blobs[e.Digest] = b
+	return replaced
+}
+
+// dropReplaced removes the blob an entry named before it was rewritten with
+// other bytes (a refreshed list, a sync record), once no entry names it and
+// no reader or write holds it; otherwise the start-up sweep takes it. Only a
+// store whose blobs are this process's alone is swept (SweepUnnamedBlobs): a
+// shared bucket's blobs may be named by other replicas' entries.
+func (c *Cache) dropReplaced(ctx context.Context, digest string) {
+	if digest == "" || !c.opts.SweepUnnamedBlobs {
+		return
+	}
+	c.mu.Lock()
+	busy := c.blobs[digest].refs > 0 || c.readers[digest] > 0 || c.pending[digest] > 0
+	c.mu.Unlock()
+	if busy {
+		return
+	}
+	if err := c.store.DeleteBlob(ctx, digest); err != nil {
+		c.log.Warn("remove a replaced blob", "digest", digest, "err", err)
+	}
 }
 
 // unaccount reverses account for key and returns the digest of a blob that no
@@ -391,9 +416,10 @@ func (c *Cache) Put(ctx context.Context, e *Entry, s *Staged) (*Hot, error) {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.account(e, time.Now().UnixNano())
+	replaced := c.account(e, time.Now().UnixNano())
 	c.mu.Unlock()
 	release()
+	c.dropReplaced(ctx, replaced)
 	h := &Hot{Entry: e, Body: body}
 	if c.mem != nil && e.Size <= c.opts.MemoryMaxItem && s == nil {
 		// A refreshed entry keeps its body; read it back for the memory tier.

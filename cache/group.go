@@ -181,6 +181,7 @@ func (c *Cache) commitRound(round []*queuedWrite) {
 		w.err = err
 	}
 	now := time.Now().UnixNano()
+	var replaced []string // blobs the round's entries named before
 	c.mu.Lock()
 	for _, w := range writes {
 		e := w.hot.Entry
@@ -194,10 +195,15 @@ func (c *Cache) commitRound(round []*queuedWrite) {
 			}
 		}
 		if w.err == nil {
-			c.account(e, now)
+			if d := c.account(e, now); d != "" {
+				replaced = append(replaced, d)
+			}
 		}
 	}
 	c.mu.Unlock()
+	for _, d := range replaced {
+		c.dropReplaced(context.Background(), d)
+	}
 	for _, w := range round {
 		switch {
 		case w.hot == nil:

@@ -52,6 +52,10 @@ func syncCmd(c *cli.Context) error {
 	if err := m.Server.Load(ctx); err != nil {
 		return err
 	}
+	// The start-up accounting ends with the sweep of blobs no entry names (what
+	// a killed sync left between a blob's rename and its group's commit). A
+	// sync with little to do would otherwise exit before it ran, leaving them.
+	m.Cache.WaitLoaded()
 	opts := mirrorsync.Options{
 		Jobs: c.Int("jobs"), AllVersions: c.Bool("all-versions"),
 		Packages: c.StringSlice("package"), Owners: c.StringSlice("owner"),
