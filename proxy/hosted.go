@@ -74,6 +74,11 @@ func (s *Server) writeHosted(w http.ResponseWriter, r *http.Request, a *hosted.A
 		s.writeHostedZip(w, r, a.Hot)
 		return
 	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// A push or an archive (or its refusal) is a write: never a cache hit.
+		s.writeRaw(w, r, engine.WriteOutcome, a.Status, a.Header, a.Body)
+		return
+	}
 	if a.Status != http.StatusOK || a.Header.Get("ETag") == "" || plainGet(r) {
 		s.writeRaw(w, r, hostedOutcome, a.Status, a.Header, a.Body)
 		return
@@ -110,7 +115,7 @@ func (s *Server) rpHostedPush(w http.ResponseWriter, r *http.Request, to hosted.
 	}
 	man, err := refpack.ValidateZip(zip, zip.Size, s.limits)
 	if err != nil {
-		hostedOutcome.SetHeaders(w.Header())
+		engine.WriteOutcome.SetHeaders(w.Header())
 		writeValidationFailed(w, strings.TrimPrefix(err.Error(), refpack.ErrInvalidPackage.Error()+": "))
 		return
 	}

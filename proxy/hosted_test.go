@@ -127,3 +127,40 @@ func TestHostedJSONAnswersIfNoneMatch(t *testing.T) {
 		}
 	}
 }
+
+// A write to a hosted owner, accepted or refused, is never a cache hit: its
+// answer says BYPASS, as a forwarded write does.
+func TestHostedWritesAreBypass(t *testing.T) {
+	_, up := newRegistry(t)
+	m := startMirror(t, "", []string{up}, nil, withHosted(t))
+	post := func(path, key string, body []byte) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, m.URL+path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/zip")
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for _, c := range []struct {
+		what, path, key string
+		body            []byte
+		status          int
+	}{
+		{"push", "/packages", "test-key", registrytest.MakeZip("rates", "1.0.0"), http.StatusOK},
+		{"push, not a zip", "/packages", "test-key", []byte("not a zip"), http.StatusBadRequest},
+		{"archive without a key", "/packages/ourco%2Frates/archive?version=1.0.0", "", nil, http.StatusUnauthorized},
+		{"archive with a wrong key", "/packages/ourco%2Frates/archive?version=1.0.0", "wrong", nil, http.StatusUnauthorized},
+		{"archive", "/packages/ourco%2Frates/archive?version=1.0.0", "test-key", nil, http.StatusOK},
+	} {
+		resp := post(c.path, c.key, c.body)
+		if resp.StatusCode != c.status || resp.Header.Get("X-Cache") != "BYPASS" || resp.Header.Get("Cache-Status") != "regmirror; fwd=bypass" {
+			t.Errorf("%s: %d X-Cache %q Cache-Status %q; want %d BYPASS", c.what, resp.StatusCode,
+				resp.Header.Get("X-Cache"), resp.Header.Get("Cache-Status"), c.status)
+		}
+	}
+}
