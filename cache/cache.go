@@ -281,10 +281,13 @@ func (c *Cache) dropReplaced(ctx context.Context, digest string) {
 	if digest == "" || !c.opts.SweepUnnamedBlobs {
 		return
 	}
+	// The check and the unlink are one step under c.mu: a write of the same
+	// bytes marks its digest pending under c.mu before it renames the blob
+	// into place, so it either keeps this blob or places its own after.
+	// (Only the local disk gets here: an unlink, not a network call.)
 	c.mu.Lock()
-	busy := c.blobs[digest].refs > 0 || c.readers[digest] > 0 || c.pending[digest] > 0
-	c.mu.Unlock()
-	if busy {
+	defer c.mu.Unlock()
+	if c.blobs[digest].refs > 0 || c.readers[digest] > 0 || c.pending[digest] > 0 {
 		return
 	}
 	if err := c.store.DeleteBlob(ctx, digest); err != nil {
