@@ -410,14 +410,14 @@ func (d *Disk) moveIntoPlace(s *Staged) (path, dir string, err error) {
 			return "", dir, nil
 		}
 	}
-	err = os.Rename(s.file.Name(), p)
+	err = renameFile(s.file.Name(), p)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return "", "", fmt.Errorf("commit %s: %w", s.Digest, err)
 		}
 		// A new fan-out folder's name must survive a power cut too.
 		syncDir(filepath.Dir(dir))
-		err = os.Rename(s.file.Name(), p)
+		err = renameFile(s.file.Name(), p)
 	}
 	if err != nil {
 		return "", "", fmt.Errorf("commit %s: %w", s.Digest, err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sync"
 )
@@ -28,10 +29,15 @@ type Staged struct {
 // not empty the bytes must hash to it, else the result is ErrDigestMismatch.
 // On any error nothing is left behind.
 func Stage(dir string, r io.Reader, maxSize int64, want string) (s *Staged, err error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("stage: %w", err)
-	}
 	f, err := os.CreateTemp(dir, "stage-*")
+	if errors.Is(err, fs.ErrNotExist) {
+		// The folder is made when first missing, not checked per body: a
+		// sync stages tens of thousands, and a stat each is measurable.
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("stage: %w", err)
+		}
+		f, err = os.CreateTemp(dir, "stage-*")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stage: %w", err)
 	}
