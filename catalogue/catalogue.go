@@ -393,13 +393,21 @@ func (c *Catalogue) Query(u pattern.Pattern) []hydrilla.QueryMapping {
 	return out
 }
 
-// HeldList is the /list_all of the item versions held from one upstream.
-func (c *Catalogue) HeldList(base string) *hydrilla.List {
+// HeldList is the /list_all of the held item versions that came from one of
+// the failing upstreams, or from none of the configured ones. Item versions
+// are stored by (type, identifier, version), not by upstream, and the mirror
+// serves every held one on its item routes, whatever upstream filled it: a
+// cache filled through another URL (the host moved, credentials were added,
+// `regmirror sync` was run with another upstream) is as much what the mirror
+// can serve as one filled through the configured URL, so an upstream that
+// fails is stood in for by those too. What came from an upstream that answers
+// is left to that upstream's own list, which may have dropped it.
+func (c *Catalogue) HeldList(failing, configured []string) *hydrilla.List {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l := &hydrilla.List{}
 	for _, h := range c.items {
-		if h.upstream != base {
+		if !slices.Contains(failing, h.upstream) && slices.Contains(configured, h.upstream) {
 			continue
 		}
 		e := hydrilla.ListEntry{Identifier: h.meta.Identifier, LongName: h.meta.LongName, Version: h.meta.Version}

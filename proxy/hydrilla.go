@@ -315,8 +315,19 @@ func (s *Server) hyLegacy(w http.ResponseWriter, r *http.Request, path string) {
 }
 
 // hyQuery answers /query?url=: from the pattern index when every upstream is
-// fully synced, else from the upstreams (merged in upstream order), and from
-// the index again when they all fail.
+// fully synced (and the mirror is online), else from the upstreams (merged in
+// upstream order). When they all fail (or the mirror is offline):
+//
+//   - a stored answer of the upstream to this very URL, STALE: it is the
+//     upstream's own word on the URL (design.md, honest answers, rule 3),
+//     where the index knows only the mappings the mirror happened to fetch —
+//     so an empty answer derived from an index that lacks the mappings never
+//     replaces a stored one that lists them;
+//   - else an answer derived from the pattern index when it holds any
+//     pattern: with mappings held, "none of them matches" is an answer made
+//     from something;
+//   - else the failure (rule 1): holding no mapping, an empty answer would be
+//     made from nothing, however many resources are held.
 func (s *Server) hyQuery(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if _, ok := q["url"]; !ok {
@@ -337,15 +348,8 @@ func (s *Server) hyQuery(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "url cannot be parsed: "+err.Error())
 		return
 	}
-	if s.hydrilla.Offline() {
-		if s.hy.Size() == 0 {
-			s.fail(w, r, upstream.ErrOffline)
-			return
-		}
-		s.writeJSON(w, r, s.eng.Derived("offline, pattern index"), hydrilla.QueryAnswer(s.hy.Query(u)))
-		return
-	}
-	if s.hy.Synced(s.hydrilla.Upstreams(), s.eng.Policy(), s.cfg.SyncInterval) {
+	offline := s.hydrilla.Offline()
+	if !offline && s.hy.Synced(s.hydrilla.Upstreams(), s.eng.Policy(), s.cfg.SyncInterval) {
 		s.writeJSON(w, r, engine.HitBecause("pattern index"), hydrilla.QueryAnswer(s.hy.Query(u)))
 		return
 	}
@@ -356,7 +360,7 @@ func (s *Server) hyQuery(w http.ResponseWriter, r *http.Request) {
 	}
 	var parts []part
 	var lastErr error
-	var stale *engine.Answer // a stored answer, stale, of the one upstream
+	var stale []part // stored answers of upstreams that failed
 	for _, up := range ups {
 		a, err := s.eng.Resolve(r.Context(), &engine.Target{
 			API: "hydrilla", Route: "query", Key: engine.HydrillaQuery(up.Base, raw), Class: cache.Mutable,
@@ -371,26 +375,40 @@ func (s *Server) hyQuery(w http.ResponseWriter, r *http.Request) {
 				s.respond(w, r, a) // the upstream's own answer to a query it refuses
 				return
 			}
-			if a.Outcome.State == engine.Stale && a.Relay == nil && a.Hot.Entry.Status == http.StatusOK && len(ups) == 1 {
-				stale = a
+			if a.Outcome.State == engine.Stale && a.Relay == nil && a.Hot.Entry.Status == http.StatusOK {
+				if body, err := s.queryBody(r.Context(), a); err == nil {
+					stale = append(stale, part{a, body})
+				}
 			}
 			continue
 		}
-		body := a.Hot.Body
-		if body == nil {
-			if body, err = s.cache.ReadAll(r.Context(), a.Hot.Entry); err != nil {
-				continue
-			}
+		body, err := s.queryBody(r.Context(), a)
+		if err != nil {
+			continue
 		}
 		parts = append(parts, part{a, body})
 	}
+	fromStored := len(parts) == 0 && len(stale) > 0
+	if fromStored {
+		// Every upstream failed, some with a stored answer: theirs, stale.
+		if len(stale) == 1 {
+			s.respond(w, r, stale[0].a)
+			return
+		}
+		parts = stale
+	}
 	switch {
-	case len(parts) == 0 && s.hy.Size() == 0 && stale != nil:
-		// Nothing to derive an answer from: the upstream's own, stored.
-		s.respond(w, r, stale)
-	case len(parts) == 0 && s.hy.Size() == 0 && lastErr != nil:
+	case len(parts) == 0 && s.hy.Patterns() == 0:
 		// Never an empty answer made from nothing (design.md, honest answers).
+		if lastErr == nil {
+			lastErr = upstream.ErrOffline
+			if !offline {
+				lastErr = errors.New("no upstream gave an answer to this query")
+			}
+		}
 		s.fail(w, r, lastErr)
+	case len(parts) == 0 && offline:
+		s.writeJSON(w, r, s.eng.Derived("offline, pattern index"), hydrilla.QueryAnswer(s.hy.Query(u)))
 	case len(parts) == 0:
 		s.writeJSON(w, r, s.eng.Derived("upstreams failed, pattern index"), hydrilla.QueryAnswer(s.hy.Query(u)))
 	case len(ups) == 1:
@@ -416,6 +434,8 @@ func (s *Server) hyQuery(w http.ResponseWriter, r *http.Request) {
 			allHits = allHits && p.a.Outcome.State == engine.Hit
 		}
 		switch {
+		case fromStored:
+			out = s.eng.Derived("upstreams failed, merged from their stored answers")
 		case len(parts) < len(ups):
 			out = s.eng.Derived("an upstream failed, merged from the others")
 		case allHits:
@@ -427,16 +447,20 @@ func (s *Server) hyQuery(w http.ResponseWriter, r *http.Request) {
 
 // hyListAll answers /list_all with the item versions the mirror can serve now:
 // an answering upstream's own list; for a failing one, its stored list when
-// every item version it names is held, else the item versions held from it;
-// with several upstreams, one merged api_package_list-2 list. Holding nothing
-// of an upstream that fails, it answers the failure, never an empty list.
+// every item version it names is held, else the item versions held from it
+// or from no configured upstream (Catalogue.HeldList: a cache filled through
+// another upstream URL still lists what it holds); with several upstreams,
+// one merged api_package_list-2 list. When no upstream answers and the list
+// so derived is empty, it answers the failure, never an empty list.
 func (s *Server) hyListAll(w http.ResponseWriter, r *http.Request) {
 	ups := s.hydrilla.Upstreams()
 	var lists []*hydrilla.List
+	var bases, standIn []string // the configured upstreams; those the held items stand in for
 	fresh, failed, answered := 0, 0, 0
 	var lastErr error
 	var stored *engine.Answer // the one upstream's stored list, stale, not all of it held
 	for _, up := range ups {
+		bases = append(bases, up.Base)
 		a, err := s.eng.Resolve(r.Context(), s.hyListTarget(up))
 		var nf *upstream.NotFoundError
 		if err == nil && a.Relay != nil && len(ups) == 1 {
@@ -480,15 +504,21 @@ func (s *Server) hyListAll(w http.ResponseWriter, r *http.Request) {
 				lastErr = err
 			}
 		}
-		lists = append(lists, s.hy.HeldList(up.Base))
+		standIn = append(standIn, up.Base)
 	}
+	held := &hydrilla.List{}
+	if len(standIn) > 0 {
+		held = s.hy.HeldList(standIn, bases)
+		lists = append(lists, held)
+	}
+	heldNothing := len(held.Resources) == 0 && len(held.Mappings) == 0
 	var out engine.Outcome
 	switch {
-	case answered == 0 && s.hy.Size() == 0 && stored != nil:
+	case answered == 0 && heldNothing && stored != nil:
 		// Nothing held to rebuild a list from: the upstream's own, stored.
 		s.respond(w, r, stored)
 		return
-	case answered == 0 && s.hy.Size() == 0 && lastErr != nil:
+	case answered == 0 && heldNothing && lastErr != nil:
 		// Never an empty list made from nothing (design.md, honest answers).
 		s.fail(w, r, lastErr)
 		return
@@ -500,6 +530,14 @@ func (s *Server) hyListAll(w http.ResponseWriter, r *http.Request) {
 		out = engine.MissBecause(`fwd=uri-miss; detail="merged list"`)
 	}
 	s.writeJSON(w, r, out, hydrilla.MergeLists(lists...))
+}
+
+// queryBody is the stored body of a /query answer.
+func (s *Server) queryBody(ctx context.Context, a *engine.Answer) ([]byte, error) {
+	if a.Hot.Body != nil {
+		return a.Hot.Body, nil
+	}
+	return s.cache.ReadAll(ctx, a.Hot.Entry)
 }
 
 func (s *Server) hyListTarget(up *upstream.Upstream) *engine.Target {
