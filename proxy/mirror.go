@@ -50,6 +50,9 @@ type OpenOptions struct {
 	UserAgent string // sent upstream
 	// Clock, when set, is the freshness policy's time source (tests).
 	Clock func() time.Time
+	// KeepUnnamedBlobs leaves blobs no entry names where they are: verify
+	// reports them and only --repair may remove them.
+	KeepUnnamedBlobs bool
 }
 
 // Open opens the store cfg names (the data directory, or the shared bucket of
@@ -93,7 +96,7 @@ func Open(ctx context.Context, cfg *config.Config, o OpenOptions) (*Mirror, erro
 	}
 	c, err := cache.New(ctx, store, tmp, cache.Options{
 		MemoryBytes: cfg.MemoryCacheSize, MemoryMaxItem: cfg.MemoryMaxItem, DiskBytes: diskBytes, Logger: log,
-		SweepUnnamedBlobs: fleet == nil, DeferAccounting: true,
+		SweepUnnamedBlobs: fleet == nil && !o.KeepUnnamedBlobs, DeferAccounting: true,
 	})
 	if err != nil {
 		store.Close()

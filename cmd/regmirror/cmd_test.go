@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/config"
 )
 
@@ -435,5 +438,40 @@ func TestBadConfigFileIsNamedPlainly(t *testing.T) {
 		if r.code != 1 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "inner error") {
 			t.Errorf("%s with an unknown key: exit %d, stderr %q; want 1 and %q", cmd, r.code, r.stderr, want)
 		}
+	}
+}
+
+// Plain verify reports and changes nothing: a blob no entry names (what a
+// killed sync leaves) is reported and still there afterwards; --repair drops it.
+func TestVerifyReportsWithoutRemoving(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	d, err := cache.OpenDisk(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	body := []byte("a blob a killed sync left behind")
+	sum := sha256.Sum256(body)
+	digest := hex.EncodeToString(sum[:])
+	blob := filepath.Join(data, "blobs", "sha256", digest[:2], digest)
+	if err := os.MkdirAll(filepath.Dir(blob), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(blob, body, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, dir, nil, "verify", "--data", data)
+	if r.code != 1 || !strings.Contains(r.stdout, digest) {
+		t.Fatalf("verify: exit %d, %q; want 1 naming the unnamed blob", r.code, r.stdout)
+	}
+	if _, err := os.Stat(blob); err != nil {
+		t.Fatalf("verify without --repair removed the blob it reported: %v", err)
+	}
+	if r := run(t, dir, nil, "verify", "--data", data, "--repair"); r.code != 0 {
+		t.Fatalf("verify --repair: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(blob); !os.IsNotExist(err) {
+		t.Errorf("verify --repair left the unnamed blob (%v)", err)
 	}
 }

@@ -36,10 +36,15 @@ func newLogger(cfg *config.Config) *slog.Logger {
 // openMirror opens the store and the upstream pools and builds the server:
 // proxy.Open, as every test and benchmark builds it.
 func openMirror(ctx context.Context, cfg *config.Config, log *slog.Logger) (*proxy.Mirror, error) {
-	return proxy.Open(ctx, cfg, proxy.OpenOptions{
+	return proxy.Open(ctx, cfg, mirrorOptions(cfg, log))
+}
+
+// mirrorOptions are what every command opens the mirror with.
+func mirrorOptions(cfg *config.Config, log *slog.Logger) proxy.OpenOptions {
+	return proxy.OpenOptions{
 		Logger: log, Version: versionString(), UserAgent: userAgent(),
 		AccessLog: proxy.NewAccessLog(os.Stderr, cfg.LogFormat == "json"),
-	})
+	}
 }
 
 func serve(c *cli.Context) error {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/mirrorsync"
+	"github.com/regmirror/regmirror/proxy"
 )
 
 func syncFlags() []cli.Flag {
@@ -154,7 +155,10 @@ func verifyCmd(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("verify: no store in %s (no index.db): is --data right?", cfg.Data), 1)
 	}
 	log := newLogger(cfg)
-	m, err := openMirror(context.Background(), cfg, log)
+	// verify reports; only --repair changes the store (it drops what it reports).
+	opts := mirrorOptions(cfg, log)
+	opts.KeepUnnamedBlobs = true
+	m, err := proxy.Open(context.Background(), cfg, opts)
 	if err != nil {
 		return err
 	}
