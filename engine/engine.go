@@ -60,6 +60,9 @@ type Answer struct {
 	// ContentType, when set, replaces the stored Content-Type: an entry
 	// answering a route other than its own keeps that route's media type.
 	ContentType string
+	// Cause is the upstream failure a STALE answer stands in for, when one
+	// was met (sync reports it; clients see the stale copy).
+	Cause error
 }
 
 // Relayed is an upstream answer passed on without being stored.
@@ -195,9 +198,13 @@ func (e *Engine) Resolve(ctx context.Context, t *Target) (*Answer, error) {
 	switch {
 	case hot != nil && IsVerify(err):
 		// Bytes that failed verification never replace what we hold.
-		return e.Stale(hot, "upstream answer failed verification"), nil
+		a := e.Stale(hot, "upstream answer failed verification")
+		a.Cause = err
+		return a, nil
 	case hot != nil && e.policy.UsableStale(hot.Entry) && !errors.Is(err, context.Canceled):
-		return e.Stale(hot, "upstream error"), nil
+		a := e.Stale(hot, "upstream error")
+		a.Cause = err
+		return a, nil
 	}
 	return nil, err
 }

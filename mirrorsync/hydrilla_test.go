@@ -39,6 +39,12 @@ func TestHydrillaSyncThenUpstreamGone(t *testing.T) {
 		t.Errorf("second sync made %d upstream requests, want 1 (/list_all): %v", n, repo.Requests())
 	}
 	repo.SetFail(http.StatusServiceUnavailable)
+	// A sync that finds the upstream failing names its failure, not only that a
+	// stale copy is held.
+	failing := m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: 4})
+	if failing[0].Err == nil || !strings.Contains(failing[0].Err.Error(), "503") {
+		t.Errorf("sync with the upstream failing: %v; want its error naming the upstream's 503", failing[0].Err)
+	}
 	for _, r := range routes {
 		got := get(t, m.URL+r)
 		if r == "/list_all" {

@@ -275,6 +275,8 @@ func describe(a *engine.Answer) string {
 	switch {
 	case a.Relay != nil:
 		return fmt.Sprintf("upstream answered %d", a.Relay.Status)
+	case a.Outcome.State == engine.Stale && a.Cause != nil:
+		return "upstream failed (only a stale copy is held): " + a.Cause.Error()
 	case a.Outcome.State == engine.Stale:
 		return "upstream failed (only a stale copy is held)"
 	default:
