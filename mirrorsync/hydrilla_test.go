@@ -2,7 +2,6 @@ package mirrorsync_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"sort"
@@ -15,16 +14,16 @@ import (
 )
 
 func TestHydrillaSyncThenUpstreamGone(t *testing.T) {
-	repo, up := newRepo(t, 30, 4)
+	repo, up := hydrillatest.StartGenerated(t, 30, 4)
 	m := startMirror(t, nil, []string{up})
-	routes := append(itemRoutes(repo), "/list_all")
+	routes := append(repo.Routes(), "/list_all")
 	want := map[string][]byte{}
 	for _, r := range routes {
 		want[r] = get(t, up+r).Body
 	}
 	queries := map[string][]hydrilla.QueryMapping{}
 	for _, u := range repo.SampleURLs() {
-		queries[u] = queryMappings(t, get(t, up+"/query?url="+url.QueryEscape(u)).Body)
+		queries[u] = hydrillatest.QueryMappings(t, get(t, up+"/query?url="+url.QueryEscape(u)).Body)
 	}
 	res := m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: 4})
 	if len(res) != 1 || !res[0].OK() || res[0].Items != len(repo.Refs()) || res[0].Files != len(repo.Files()) {
@@ -59,60 +58,10 @@ func TestHydrillaSyncThenUpstreamGone(t *testing.T) {
 	}
 	for u, wantM := range queries {
 		got := get(t, m.URL+"/query?url="+url.QueryEscape(u))
-		if got.Status != 200 || !sameMappings(queryMappings(t, got.Body), wantM) {
+		if got.Status != 200 || !hydrillatest.SameMappings(hydrillatest.QueryMappings(t, got.Body), wantM) {
 			t.Errorf("query %s: %d %s, want %v", u, got.Status, got.Body, wantM)
 		}
 	}
-}
-
-// newRepo is a generated Hydrilla upstream served under /api_v2, as the real
-// public repository is.
-func newRepo(t *testing.T, n int, seed int64) (*hydrillatest.Repo, string) {
-	repo := hydrillatest.Generate(n, seed)
-	repo.SetPrefix("/api_v2")
-	repo.Start(t)
-	return repo, repo.BaseURL()
-}
-
-// itemRoutes lists every item version path, each <id>.json, and every file.
-func itemRoutes(repo *hydrillatest.Repo) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, ref := range repo.Refs() {
-		out = append(out, "/"+ref.String())
-		latest := "/" + ref.Type + "/" + ref.Identifier + ".json"
-		if !seen[latest] {
-			seen[latest] = true
-			out = append(out, latest)
-		}
-	}
-	for _, f := range repo.Files() {
-		out = append(out, "/file/sha256/"+f)
-	}
-	return out
-}
-
-func queryMappings(t *testing.T, body []byte) []hydrilla.QueryMapping {
-	t.Helper()
-	var qa struct {
-		Mappings []hydrilla.QueryMapping `json:"mappings"`
-	}
-	if err := json.Unmarshal(body, &qa); err != nil {
-		t.Fatalf("query answer %q: %v", body, err)
-	}
-	return qa.Mappings
-}
-
-func sameMappings(a, b []hydrilla.QueryMapping) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Identifier != b[i].Identifier || a[i].Version.Compare(b[i].Version) != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // sameLists compares two /list_all documents by their item versions.

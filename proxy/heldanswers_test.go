@@ -11,6 +11,7 @@ import (
 
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/hydrilla"
+	"github.com/regmirror/regmirror/hydrilla/hydrillatest"
 	"github.com/regmirror/regmirror/mirrorsync"
 )
 
@@ -35,7 +36,7 @@ func listedRefs(t *testing.T, body []byte) []string {
 // --hydrilla-upstream) still lists every item version it holds when its
 // upstream fails, offline too: never an empty /list_all while items are held.
 func TestListAllFromItemsHeldThroughAnotherUpstreamURL(t *testing.T) {
-	repo, up := newRepo(t, 5, 31)
+	repo, up := hydrillatest.StartGenerated(t, 5, 31)
 	moved := httptest.NewServer(repo.Handler()) // the same repository at another address
 	t.Cleanup(moved.Close)
 	dir := t.TempDir()
@@ -80,11 +81,11 @@ func TestListAllFromItemsHeldThroughAnotherUpstreamURL(t *testing.T) {
 // held are nothing to derive a /query from); a URL never asked, with no
 // mapping held, is the failure.
 func TestStaleQueryIsTheStoredAnswerNotAnEmptyDerivedOne(t *testing.T) {
-	repo, up := newRepo(t, 5, 32)
+	repo, up := hydrillatest.StartGenerated(t, 5, 32)
 	m := startMirror(t, "", nil, []string{up}, withMaxAge(time.Second))
 	q := "/query?url=" + url.QueryEscape(repo.SampleURLs()[0])
 	first := get(t, m.URL+q)
-	if first.Status != http.StatusOK || len(queryMappings(t, first.Body)) == 0 {
+	if first.Status != http.StatusOK || len(hydrillatest.QueryMappings(t, first.Body)) == 0 {
 		t.Fatalf("first %s: %d %s", q, first.Status, first.Body)
 	}
 	if get(t, m.URL+"/list_all").Status != http.StatusOK {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/hydrilla"
+	"github.com/regmirror/regmirror/hydrilla/hydrillatest"
 	"github.com/regmirror/regmirror/mirrorsync"
 )
 
@@ -201,7 +202,7 @@ func (f *fixedTypeWriter) Write(b []byte) (int, error) {
 // Defect 5: /<type>/<id>.json answered from a held item version while the
 // upstream is down keeps application/json.
 func TestLatestItemFromAHeldVersionIsJSON(t *testing.T) {
-	repo, _ := newRepo(t, 5, 12)
+	repo, _ := hydrillatest.StartGenerated(t, 5, 12)
 	rw := &contentTypeRewriter{h: repo.Handler()}
 	srv := httptest.NewServer(rw)
 	t.Cleanup(srv.Close)
@@ -233,7 +234,7 @@ func TestLatestItemFromAHeldVersionIsJSON(t *testing.T) {
 // /list_all is the upstream's own stored bytes (everything it lists is held),
 // not a list rebuilt by the mirror.
 func TestStoredListAllServedWhenEveryItemIsHeld(t *testing.T) {
-	repo, up := newRepo(t, 20, 5)
+	repo, up := hydrillatest.StartGenerated(t, 20, 5)
 	m := startMirror(t, "", nil, []string{up}, withMaxAge(time.Minute))
 	want := get(t, up+"/list_all").Body
 	res := m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: 4})
@@ -256,7 +257,7 @@ func TestStoredListAllServedWhenEveryItemIsHeld(t *testing.T) {
 // Defect 7: what the upstream answers 404 (no such route, an identifier no
 // repository can hold) the mirror answers 404, not 400.
 func TestHydrillaRoutesTheUpstreamWould404Are404(t *testing.T) {
-	_, up := newRepo(t, 2, 7)
+	_, up := hydrillatest.StartGenerated(t, 2, 7)
 	m := startMirror(t, "", nil, []string{up})
 	for _, p := range []string{"/resource/bars-hello", "/resource/Bars-Hello.json", "/mapping/c-001.jsonx",
 		"/mapping/x/1/2", "/source/Hello.zip", "/source/hello.tar"} {

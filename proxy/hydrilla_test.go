@@ -12,60 +12,10 @@ import (
 	"github.com/regmirror/regmirror/hydrilla/hydrillatest"
 )
 
-// newRepo is a generated Hydrilla upstream served under /api_v2, as the real
-// public repository is.
-func newRepo(t *testing.T, n int, seed int64) (*hydrillatest.Repo, string) {
-	repo := hydrillatest.Generate(n, seed)
-	repo.SetPrefix("/api_v2")
-	repo.Start(t)
-	return repo, repo.BaseURL()
-}
-
-// itemRoutes lists every item version path, each <id>.json, and every file.
-func itemRoutes(repo *hydrillatest.Repo) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, ref := range repo.Refs() {
-		out = append(out, "/"+ref.String())
-		latest := "/" + ref.Type + "/" + ref.Identifier + ".json"
-		if !seen[latest] {
-			seen[latest] = true
-			out = append(out, latest)
-		}
-	}
-	for _, f := range repo.Files() {
-		out = append(out, "/file/sha256/"+f)
-	}
-	return out
-}
-
-func queryMappings(t *testing.T, body []byte) []hydrilla.QueryMapping {
-	t.Helper()
-	var qa struct {
-		Mappings []hydrilla.QueryMapping `json:"mappings"`
-	}
-	if err := json.Unmarshal(body, &qa); err != nil {
-		t.Fatalf("query answer %q: %v", body, err)
-	}
-	return qa.Mappings
-}
-
-func sameMappings(a, b []hydrilla.QueryMapping) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Identifier != b[i].Identifier || a[i].Version.Compare(b[i].Version) != 0 {
-			return false
-		}
-	}
-	return true
-}
-
 func TestHydrillaRoutesEqualUpstream(t *testing.T) {
-	repo, up := newRepo(t, 20, 1)
+	repo, up := hydrillatest.StartGenerated(t, 20, 1)
 	m := startMirror(t, "", []string{"http://127.0.0.1:1"}, []string{up})
-	routes := append(itemRoutes(repo), "/list_all", "/source/"+firstSource(t, repo)+".json", "/source/"+firstSource(t, repo)+".zip",
+	routes := append(repo.Routes(), "/list_all", "/source/"+firstSource(t, repo)+".json", "/source/"+firstSource(t, repo)+".zip",
 		"/resource/nonexistent.json", "/mapping/nonexistent/1", "/script?n=x", "/query?n=x")
 	for _, u := range repo.SampleURLs()[:10] {
 		routes = append(routes, "/query?url="+url.QueryEscape(u))
@@ -109,7 +59,7 @@ func firstSource(t *testing.T, repo *hydrillatest.Repo) string {
 }
 
 func TestHydrillaFileVerifiedAgainstItsName(t *testing.T) {
-	repo, up := newRepo(t, 3, 2)
+	repo, up := hydrillatest.StartGenerated(t, 3, 2)
 	m := startMirror(t, "", nil, []string{up})
 	sha := repo.Files()[0]
 	repo.CorruptFile(sha)
@@ -137,7 +87,7 @@ func TestHydrillaFileVerifiedAgainstItsName(t *testing.T) {
 }
 
 func TestHydrillaItemIdentityChecked(t *testing.T) {
-	repo, up := newRepo(t, 3, 3)
+	repo, up := hydrillatest.StartGenerated(t, 3, 3)
 	m := startMirror(t, "", nil, []string{up})
 	ref := repo.Refs()[0]
 	other, _ := repo.Item(repo.Refs()[1])
@@ -150,8 +100,8 @@ func TestHydrillaItemIdentityChecked(t *testing.T) {
 }
 
 func TestHydrillaSeveralUpstreamsMerge(t *testing.T) {
-	a, upA := newRepo(t, 5, 5)
-	b, upB := newRepo(t, 5, 6)
+	a, upA := hydrillatest.StartGenerated(t, 5, 5)
+	b, upB := hydrillatest.StartGenerated(t, 5, 6)
 	m := startMirror(t, "", nil, []string{upA, upB})
 	got := get(t, m.URL+"/list_all")
 	l, err := hydrilla.ParseList(got.Body)
@@ -174,8 +124,8 @@ func TestHydrillaSeveralUpstreamsMerge(t *testing.T) {
 				want = append(want, x)
 			}
 		}
-		got := queryMappings(t, get(t, m.URL+"/query?url="+url.QueryEscape(u)).Body)
-		if !sameMappings(got, want) {
+		got := hydrillatest.QueryMappings(t, get(t, m.URL+"/query?url="+url.QueryEscape(u)).Body)
+		if !hydrillatest.SameMappings(got, want) {
 			t.Errorf("query %s: %v, want %v", u, got, want)
 		}
 	}
@@ -192,7 +142,7 @@ func mergeRefs(repos ...*hydrillatest.Repo) map[string]bool {
 }
 
 func TestHydrillaBadInput(t *testing.T) {
-	repo, up := newRepo(t, 2, 7)
+	repo, up := hydrillatest.StartGenerated(t, 2, 7)
 	m := startMirror(t, "", nil, []string{up})
 	for _, p := range []string{
 		"/resource/UPPER.json", "/resource/a%2F..%2Fb.json", "/mapping/x/1.a", "/mapping/x/-1", "/mapping/x/1/2",

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/regmirror/regmirror/config"
+	"github.com/regmirror/regmirror/hydrilla/hydrillatest"
 	"github.com/regmirror/regmirror/refpack/registrytest"
 )
 
@@ -48,7 +49,7 @@ func concurrently(t *testing.T, n int, u string) []result {
 
 func TestCoalescingOneUpstreamRequestPer100Misses(t *testing.T) {
 	reg, up := newRegistry(t)
-	repo, hup := newRepo(t, 3, 11)
+	repo, hup := hydrillatest.StartGenerated(t, 3, 11)
 	m := startMirror(t, "", []string{up}, []string{hup})
 	reg.SetDelay(300 * time.Millisecond)
 	repo.SetDelay(300 * time.Millisecond)
@@ -98,7 +99,7 @@ func TestClientHangingUpDoesNotAbortTheFill(t *testing.T) {
 
 func TestStaleServedForEveryMutableClass(t *testing.T) {
 	reg, up := newRegistry(t)
-	repo, hup := newRepo(t, 5, 12)
+	repo, hup := hydrillatest.StartGenerated(t, 5, 12)
 	m := startMirror(t, "", []string{up}, []string{hup}, withMaxAge(time.Millisecond))
 	sample := repo.SampleURLs()[0]
 	routes := []string{
