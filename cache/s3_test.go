@@ -39,9 +39,10 @@ type gateway struct {
 	addr     string
 	Endpoint string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	out *bytes.Buffer
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	exited chan struct{} // closed when cmd has ended
 }
 
 // startGateway starts versitygw on a free port with a fresh folder; it is
@@ -50,15 +51,26 @@ type gateway struct {
 func startGateway(t *testing.T) *gateway {
 	t.Helper()
 	bin := s3test.Versitygw(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	g := &gateway{t: t, bin: bin, dir: t.TempDir(), addr: addr, Endpoint: "http://" + addr}
 	s3test.IsolateAWS(t, gwAccess, gwSecret, "us-east-1")
-	g.Start()
+	g := &gateway{t: t, bin: bin, dir: t.TempDir()}
+	// The free port is found by closing a listener, so another process (the
+	// tests of other packages start gateways too) may take it first: then the
+	// gateway exits at once, and it is tried again on another port.
+	for attempt := 1; ; attempt++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.addr = ln.Addr().String()
+		g.Endpoint = "http://" + g.addr
+		ln.Close()
+		if g.start() {
+			break
+		}
+		if attempt == 5 {
+			t.Fatalf("versitygw did not stay up on any of 5 ports:\n%s", g.output())
+		}
+	}
 	t.Cleanup(func() {
 		g.Stop()
 		if t.Failed() {
@@ -71,6 +83,15 @@ func startGateway(t *testing.T) *gateway {
 // Start (re)starts the gateway on its address and folder and waits until it answers.
 func (g *gateway) Start() {
 	g.t.Helper()
+	if !g.start() {
+		g.t.Fatalf("versitygw exited at start on %s:\n%s", g.addr, g.output())
+	}
+}
+
+// start starts the gateway and waits until it answers; false when it exited
+// instead (its port was taken).
+func (g *gateway) start() bool {
+	g.t.Helper()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.cmd != nil {
@@ -78,20 +99,37 @@ func (g *gateway) Start() {
 	}
 	out := &bytes.Buffer{}
 	cmd := exec.Command(g.bin, "--access", gwAccess, "--secret", gwSecret, "--port", g.addr, "--quiet", "posix", g.dir)
-	cmd.Stdout, cmd.Stderr = &lockedWriter{w: out}, &lockedWriter{w: out}
+	// One writer for both streams: its lock is what keeps them apart.
+	w := &lockedWriter{w: out}
+	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
 		g.t.Fatalf("start versitygw: %v", err)
 	}
-	g.cmd, g.out = cmd, out
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	g.out = out
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err := http.Get(g.Endpoint + "/")
 		if err == nil {
 			resp.Body.Close()
-			return
+			// An answer may come from another process on a taken port while
+			// this one is exiting: it must still be running a moment later.
+			select {
+			case <-exited:
+				return false
+			case <-time.After(200 * time.Millisecond):
+			}
+			g.cmd, g.exited = cmd, exited
+			return true
+		}
+		select {
+		case <-exited:
+			return false
+		default:
 		}
 		if time.Now().After(deadline) {
-			g.t.Fatalf("versitygw did not answer on %s: %v\n%s", g.addr, err, out)
+			g.t.Fatalf("versitygw did not answer on %s: %v\n%s", g.addr, err, g.out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -105,7 +143,7 @@ func (g *gateway) Stop() {
 		return
 	}
 	g.cmd.Process.Kill()
-	g.cmd.Wait()
+	<-g.exited
 	g.cmd = nil
 }
 
