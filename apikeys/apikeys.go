@@ -26,6 +26,8 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+
+	"github.com/regmirror/regmirror/refpack"
 )
 
 // ErrBadFile is wrapped by every error about the content of a keys file.
@@ -154,7 +156,7 @@ func Parse(r io.Reader) ([]*Key, error) {
 			k.AllOwners = true
 		} else {
 			for o := range strings.SplitSeq(fields[2], ",") {
-				if !validOwner(o) {
+				if !refpack.ValidSegment(o) {
 					return nil, fmt.Errorf("%w: line %d (key %q): owner %q is not [A-Za-z0-9_-] (starting and ending alphanumeric); OWNERS is a comma-separated list or *", ErrBadFile, n, k.Name, o)
 				}
 				k.Owners = append(k.Owners, o)
@@ -167,20 +169,6 @@ func Parse(r io.Reader) ([]*Key, error) {
 		return nil, fmt.Errorf("%w: %v", ErrBadFile, err)
 	}
 	return keys, nil
-}
-
-// validOwner is the RefPack id segment pattern.
-func validOwner(s string) bool {
-	if s == "" || s[0] == '-' || s[0] == '_' || s[len(s)-1] == '-' || s[len(s)-1] == '_' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // Lookup returns the key whose hash is the sha256 of secret. Every hash is

@@ -204,7 +204,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	for _, o := range c.HostedOwners {
-		if !refpack.ValidID(o) || strings.Contains(o, "/") {
+		if !refpack.ValidSegment(o) {
 			bad("hosted-owner", "%q is not a RefPack owner ([A-Za-z0-9_-], starting and ending alphanumeric)", o)
 		}
 	}

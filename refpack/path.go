@@ -38,10 +38,11 @@ type Route struct {
 	Sub string
 }
 
-// validSegment is the packer's own id pattern,
+// ValidSegment reports whether s is one segment of an id (an owner or a name)
+// by the packer's own id pattern,
 // ^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?$, written as a loop because it runs
 // on every request (a regexp costs a tenth of a cached hit).
-func validSegment(s string) bool {
+func ValidSegment(s string) bool {
 	if s == "" || s[0] == '-' || s[0] == '_' || s[len(s)-1] == '-' || s[len(s)-1] == '_' {
 		return false
 	}
@@ -65,9 +66,9 @@ func ValidID(id string) bool {
 	}
 	owner, name, two := strings.Cut(id, "/")
 	if !two {
-		return validSegment(id)
+		return ValidSegment(id)
 	}
-	return validSegment(owner) && validSegment(name)
+	return ValidSegment(owner) && ValidSegment(name)
 }
 
 // ParsePackagePath parses r.URL.EscapedPath() of a request under /packages/.
