@@ -1,17 +1,12 @@
 package proxy_test
 
 import (
-	"bufio"
 	"bytes"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/regmirror/regmirror/apikeys"
 	"github.com/regmirror/regmirror/config"
@@ -87,39 +82,5 @@ func BenchmarkFastLaneHitZipHosted(b *testing.B) { benchConnZip(b, true) }
 
 func benchConnZip(b *testing.B, hosted bool) {
 	m, target := zipHitMirror(b, hosted)
-	for range 3 {
-		get2(b, m.URL+target)
-	}
-	time.Sleep(50 * time.Millisecond) // the memory tier takes its entry
-	get2(b, m.URL+target)
-	c, err := net.Dial("tcp", strings.TrimPrefix(m.URL, "http://"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	req := []byte("GET " + target + " HTTP/1.1\r\nHost: bench\r\n\r\n")
-	br := bufio.NewReader(c)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		n := -1
-		for {
-			line, err := br.ReadSlice('\n')
-			if err != nil {
-				b.Fatal(err)
-			}
-			if len(line) == 2 {
-				break
-			}
-			if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
-				n, _ = strconv.Atoi(string(bytes.TrimSpace(v)))
-			}
-		}
-		if _, err := br.Discard(n); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchKeepAlive(b, m.URL, target)
 }
