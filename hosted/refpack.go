@@ -117,7 +117,7 @@ func NewRefPack(ctx context.Context, c *cache.Cache, o Options) (*RefPack, error
 		s.every = 2 * time.Second
 	}
 	for _, ow := range o.Owners {
-		if !refpack.ValidID(ow) || strings.Contains(ow, "/") {
+		if !refpack.ValidSegment(ow) {
 			return nil, fmt.Errorf("hosted owner %q is not a RefPack owner ([A-Za-z0-9_-], starting and ending alphanumeric)", ow)
 		}
 		if _, dup := s.owners[strings.ToLower(ow)]; dup {
