@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/regmirror/regmirror/cache"
 	"github.com/regmirror/regmirror/refpack"
@@ -24,7 +23,7 @@ func (s *RefPack) Publish(ctx context.Context, owner string, zip *cache.Staged, 
 	if !ok {
 		return errorAnswer(http.StatusForbidden, "Forbidden", "the owner is not hosted by this mirror")
 	}
-	if !refpack.ValidID(man.ID) || strings.Contains(man.ID, "/") {
+	if !refpack.ValidSegment(man.ID) {
 		return validationFailed(fmt.Sprintf("manifest id %q is not a valid package name", clip(man.ID)))
 	}
 	sv, err := refpack.ParseVersion(man.Version)

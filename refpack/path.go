@@ -43,7 +43,7 @@ type Route struct {
 // ^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?$, written as a loop because it runs
 // on every request (a regexp costs a tenth of a cached hit).
 func ValidSegment(s string) bool {
-	if s == "" || s[0] == '-' || s[0] == '_' || s[len(s)-1] == '-' || s[len(s)-1] == '_' {
+	if s == "" || len(s) > maxIDLen || s[0] == '-' || s[0] == '_' || s[len(s)-1] == '-' || s[len(s)-1] == '_' {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

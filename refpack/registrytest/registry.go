@@ -743,14 +743,14 @@ func (r *Registry) push(req *http.Request, body []byte) *resp {
 	default:
 		return badRequest("Content-Type must be multipart/form-data or application/zip")
 	}
-	if !refpack.ValidID(owner) || strings.Contains(owner, "/") {
+	if !refpack.ValidSegment(owner) {
 		return badRequest("Invalid ownerId")
 	}
 	man, err := refpack.ValidateZip(bytes.NewReader(zipBytes), int64(len(zipBytes)), lim)
 	if err != nil {
 		return validationFailed(strings.TrimPrefix(err.Error(), refpack.ErrInvalidPackage.Error()+": "))
 	}
-	if !refpack.ValidID(man.ID) || strings.Contains(man.ID, "/") {
+	if !refpack.ValidSegment(man.ID) {
 		return validationFailed(fmt.Sprintf("manifest id %q is not a valid package name", man.ID))
 	}
 	sv, err := refpack.ParseVersion(man.Version)
