@@ -15,6 +15,7 @@ type Metrics struct {
 	Requests         *prometheus.CounterVec
 	RequestDuration  *prometheus.HistogramVec
 	UpstreamRequests *prometheus.CounterVec
+	UpstreamErrors   *prometheus.CounterVec
 	UpstreamDuration *prometheus.HistogramVec
 	UpstreamUp       *prometheus.GaugeVec
 	StaleServed      prometheus.Counter
@@ -133,6 +134,9 @@ func NewMetrics(c *cache.Cache) *Metrics {
 		UpstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "regmirror_upstream_requests_total", Help: "Requests made to upstreams, by result.",
 		}, []string{"upstream", "result"}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "regmirror_upstream_errors_total", Help: "Upstream failures, by reason: timeout, connect, status (5xx), body, busy.",
+		}, []string{"upstream", "reason"}),
 		UpstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "regmirror_upstream_request_duration_seconds", Help: "Time to an upstream's response headers.",
 			Buckets: prometheus.DefBuckets,
@@ -162,7 +166,7 @@ func NewMetrics(c *cache.Cache) *Metrics {
 			Name: "regmirror_fast_lane_answers_total", Help: "Cached hits answered on the fast lane (also counted in regmirror_requests_total).",
 		}),
 	}
-	reg.MustRegister(m.Requests, m.RequestDuration, m.UpstreamRequests, m.UpstreamDuration, m.UpstreamUp,
+	reg.MustRegister(m.Requests, m.RequestDuration, m.UpstreamRequests, m.UpstreamErrors, m.UpstreamDuration, m.UpstreamUp,
 		m.StaleServed, m.VerifyFailures, m.Coalesced, m.StoreErrors, m.PatternIndex, m.SyncLastSuccess, m.FastLane,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if c != nil {

@@ -109,6 +109,9 @@ func Open(ctx context.Context, cfg *config.Config, o OpenOptions) (*Mirror, erro
 		ConnectTimeout: cfg.UpstreamConnectTimeout, HeaderTimeout: cfg.UpstreamHeaderTimeout,
 		MaxFails: cfg.MaxFails, FailTimeout: cfg.FailTimeout, UserAgent: o.UserAgent, Offline: cfg.Offline,
 		MaxConns: cfg.UpstreamMaxConns, Observe: m.observe, Logger: log,
+		ObserveError: func(u *upstream.Upstream, reason string) {
+			m.Metrics.UpstreamErrors.WithLabelValues(u.Base, reason).Inc()
+		},
 	}
 	if cfg.UpstreamCA != "" {
 		pool, err := x509.SystemCertPool()

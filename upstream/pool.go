@@ -55,6 +55,11 @@ type Options struct {
 	// Observe, when set, is told of every upstream request and its result:
 	// "ok", "not_found", "error", "timeout".
 	Observe func(u *Upstream, result string, d time.Duration)
+	// ObserveError, when set, is told of every upstream failure and its
+	// reason: "timeout", "connect" (no answer: refused, reset, DNS, TLS),
+	// "status" (a 5xx), "body" (an answer cut short or failing verification),
+	// "busy" (refused at MaxConns, never sent).
+	ObserveError func(u *Upstream, reason string)
 	// Logger gets one WARN line per failed upstream request, and one line
 	// when an upstream becomes skipped or comes back (nil: slog.Default()).
 	Logger *slog.Logger
@@ -427,6 +432,9 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 	}
 	req.Header.Set("User-Agent", p.opts.UserAgent)
 	if err := u.acquire(ctx, p.opts.QueueTimeout); err != nil {
+		if errors.Is(err, ErrBusy) {
+			p.observeError(u, "busy")
+		}
 		return nil, err
 	}
 	// As net/http does with a URL's user information, which is kept out of
@@ -452,6 +460,7 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 		ue := &Error{Upstream: u.Base, Timeout: timeout, Err: err}
 		p.failed(u, method, pathQuery, ue, d)
 		p.observe(u, map[bool]string{true: "timeout", false: "error"}[timeout], d)
+		p.observeError(u, map[bool]string{true: "timeout", false: "connect"}[timeout])
 		return nil, ue
 	}
 	resp.Body = &releasingBody{ReadCloser: resp.Body, u: u}
@@ -461,6 +470,7 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 		ue := &Error{Upstream: u.Base, Status: resp.StatusCode, RetryAfter: ParseRetryAfter(resp.Header.Get("Retry-After"))}
 		p.failed(u, method, pathQuery, ue, d)
 		p.observe(u, "error", d)
+		p.observeError(u, "status")
 		return nil, ue
 	}
 	if _, back := u.record(nil, d, &p.opts); back {
@@ -479,6 +489,7 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 func (p *Pool) Fail(u *Upstream, err error) {
 	p.failed(u, "", "", err, 0)
 	p.observe(u, "error", 0)
+	p.observeError(u, "body")
 }
 
 // failed records a failed request against u and logs it: one WARN line per
@@ -500,6 +511,12 @@ func (p *Pool) logger() *slog.Logger {
 		return p.opts.Logger
 	}
 	return slog.Default()
+}
+
+func (p *Pool) observeError(u *Upstream, reason string) {
+	if p.opts.ObserveError != nil {
+		p.opts.ObserveError(u, reason)
+	}
 }
 
 func (p *Pool) observe(u *Upstream, result string, d time.Duration) {
