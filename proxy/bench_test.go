@@ -83,6 +83,9 @@ func benchConnHit(b *testing.B, lane bool) {
 	m := startMirrorB(b, []string{srv.URL}, func(c *config.Config) { c.FastLane = lane })
 	target := "/packages/vendor/country-codes/meta?version=1.2.0"
 	benchKeepAlive(b, m.URL, target)
+	if lane { // the last answer is counted once its write has returned
+		settleCount(func() bool { return testutil.ToFloat64(m.metrics.FastLane) >= float64(b.N) })
+	}
 	if fast := testutil.ToFloat64(m.metrics.FastLane); lane != (fast >= float64(b.N)) {
 		b.Fatalf("fast lane %v: %v of %d answers on it", lane, fast, b.N)
 	}

@@ -123,6 +123,10 @@ func TestFastLaneAnswersAsNetHTTPDid(t *testing.T) {
 				t.Errorf("%s: the fast lane's body differs from net/http's", target)
 			}
 		}
+		// The lane counts an answer once its write has returned, which may be
+		// just after the client has read it: wait for the count to settle.
+		settleCount(func() bool { return testutil.ToFloat64(m.metrics.FastLane)-fast >= 3 })
+		settleCount(func() bool { return counter(t, m, "requests", api, route, "200", "HIT")-hits >= 3 })
 		if d := testutil.ToFloat64(m.metrics.FastLane) - fast; d != 3 {
 			t.Errorf("%s: %v answers on the fast lane, want 3", target, d)
 		}
@@ -211,6 +215,14 @@ func TestFastLaneNeverServesWhatTheMirrorWouldNot(t *testing.T) {
 
 // warmFast asks for target until the fast lane answers it: the memory tier
 // takes entries asynchronously, and the lane answers only what it holds.
+// settleCount waits, for a bounded time, until done reports true: a count
+// made just after an answer's bytes went out. The caller then asserts exactly.
+func settleCount(done func() bool) {
+	for deadline := time.Now().Add(5 * time.Second); !done() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func warmFast(t *testing.T, m *mirror, target string) {
 	t.Helper()
 	for range 100 {
