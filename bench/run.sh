@@ -19,9 +19,11 @@
 #   RP_PACKAGES [1000]    RefPack packages (x 3 versions) for the RefPack sync
 #   FRESH=1               sync the Hydrilla repositories again even when a
 #                         matching data directory is kept in bench/out/cache
-#   ONLY="hits stampede query mem refpack sync"   run only these parts
+#   ONLY="hits stampede query mem refpack sync cold"   run only these parts
 #                         (sync: bench/sync.sh, the Hydrilla sync against its floor;
-#                         SYNC_MAPPINGS, SYNC_JOBS, BASE_BIN as described there)
+#                         SYNC_MAPPINGS, SYNC_JOBS, BASE_BIN as described there;
+#                         cold: bench/cold.sh, distinct cold objects through serve;
+#                         COLD_OBJECTS, COLD_CONC, COLD_ROUNDS, BASE_BIN as there)
 #   SKIP_INSTALL=1        do not install nginx and wrk (they must be on PATH)
 set -Eeuo pipefail
 
@@ -43,7 +45,7 @@ MEM_OBJECTS=${MEM_OBJECTS:-10000}
 MEM_OBJECT_BYTES=${MEM_OBJECT_BYTES:-16384}
 MEM_LIMIT=${MEM_LIMIT:-64MiB}
 RP_PACKAGES=${RP_PACKAGES:-1000}
-ONLY=${ONLY:-hits stampede query mem refpack sync}
+ONLY=${ONLY:-hits stampede query mem refpack sync cold}
 SEED=1
 
 BIN=$OUT/bin
@@ -159,10 +161,18 @@ TOOL=$BIN/tool
 if want sync; then
 	log "sync against the floor (bench/sync.sh)"
 	OUT=$OUT SHM=${SHM%/*} SYNC_MAPPINGS=${SYNC_MAPPINGS:-$([[ $QUICK == 1 ]] && echo 1000 || echo 10000)} bench/sync.sh 2>&1 | tee "$LOGS/sync-speed.txt" >&2
-	if [[ $(echo $ONLY) == sync ]]; then
-		log "done in $(($(date +%s) - T0)) s; results in ${OUT#"$ROOT"/}/values/floor-sync.json"
-		exit 0
-	fi
+fi
+
+# --- Cold misses through serve (bench/cold.sh): its own static upstream and
+# data directories, so it also runs alone.
+if want cold; then
+	log "cold misses through serve (bench/cold.sh)"
+	OUT=$OUT SHM=${SHM%/*} COLD_ROUNDS=${COLD_ROUNDS:-$([[ $QUICK == 1 ]] && echo 1 || echo 3)} bench/cold.sh 2>&1 | tee "$LOGS/cold-misses.txt" >&2
+fi
+# Only those two asked for: the rest of the suite's set-up is not needed.
+if [[ -z $(echo " $ONLY " | sed 's/ sync / /g; s/ cold / /g' | tr -d ' ') ]]; then
+	log "done in $(($(date +%s) - T0)) s; results in ${OUT#"$ROOT"/}/values/"
+	exit 0
 fi
 
 mapfile -t P < <("$TOOL" ports 17)
