@@ -415,6 +415,7 @@ func (c *Cache) Put(ctx context.Context, e *Entry, s *Staged) (*Hot, error) {
 		// Del is applied at once; the following Set may be dropped, never reordered before it.
 		c.mem.Del(e.Key)
 	}
+	c.awaitDurable(e.Digest)
 	if err := c.store.PutEntry(ctx, e); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,10 +45,26 @@ type Group struct {
 	wg  sync.WaitGroup
 	mu  sync.Mutex
 	err error
+	// eager: each write waits for its own round, and a round such a write
+	// starts commits at once with what is queued instead of lingering for
+	// company (see NewFillGroup).
+	eager bool
 }
 
 // NewGroup returns an empty group.
 func NewGroup() *Group { return &Group{} }
+
+// NewFillGroup returns the group serve-time fills join. A Put in it returns,
+// like an ordinary Put, once its blob and entry are durable (so what a fill
+// answered is stored, accounted and seen by every walk of the store), but
+// concurrent fills share that work: under a burst of distinct misses one round
+// of durability (one syncfs from syncfsFrom blobs) and one index transaction
+// serve many instead of fsyncs and an index commit per object.
+//
+// Its rounds are classic group commit: a round a fill starts commits at once
+// with whatever is queued, and what arrives while it is being made durable
+// forms the next round. A lone miss never waits for company.
+func NewFillGroup() *Group { return &Group{eager: true} }
 
 type groupKey struct{}
 
@@ -60,6 +77,10 @@ func groupOf(ctx context.Context) *Group {
 	g, _ := ctx.Value(groupKey{}).(*Group)
 	return g
 }
+
+// Grouped reports whether ctx carries a group: a fill made by a sync joins the
+// sync's group, not the serve-time one.
+func Grouped(ctx context.Context) bool { return groupOf(ctx) != nil }
 
 // Wait blocks until every write of the group made so far is committed, and
 // returns the first error a round of the group met (its writes are then not
@@ -99,6 +120,9 @@ type queuedWrite struct {
 	g      *Group
 	done   chan struct{}
 	err    error // the round's outcome for this write
+	// committed, for a write of an eager group, is closed once its round is
+	// over (err then says how it went).
+	committed chan struct{}
 }
 
 // committer runs the rounds of grouped writes, one at a time, in queue order.
@@ -106,9 +130,12 @@ type committer struct {
 	// queued counts the writes queued and not committed, so a lookup when
 	// none is (every lookup of a serve without a sync) takes no lock.
 	queued atomic.Int64
-	once   sync.Once
-	q      chan *queuedWrite
-	quit   chan struct{}
+	// placing counts, by digest, the queued writes that placed that blob: it
+	// is not durable until their round commits (guarded by Cache.mu).
+	placing map[string]int
+	once    sync.Once
+	q       chan *queuedWrite
+	quit    chan struct{}
 }
 
 func (c *Cache) startCommitter() {
@@ -119,19 +146,38 @@ func (c *Cache) startCommitter() {
 	})
 }
 
+// runRounds gathers the rounds and makes their blobs durable; a second
+// goroutine records each round's entries, in the same order, so one round's
+// index transaction overlaps the next round's fsyncs (a round's entries are
+// still recorded only once its own blobs are durable).
 func (c *Cache) runRounds() {
 	defer close(c.commit.quit)
+	persisted := make(chan *persistedRound, 1)
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		for r := range persisted {
+			c.recordRound(r)
+		}
+	}()
 	for w := range c.commit.q {
 		round := []*queuedWrite{w}
-		if w.done == nil {
+		switch {
+		case w.done != nil:
+		case w.g.eager:
+			round = c.drain(round)
+		default:
 			round = c.gather(round)
 		}
-		c.commitRound(round)
+		persisted <- c.persistRound(round)
 	}
+	close(persisted)
+	<-recorded
 }
 
 // gather adds to round what is queued, waiting up to roundLinger for more,
-// until roundMax writes or a barrier.
+// until roundMax writes or a barrier. A fill's write (an eager group's) ends
+// the wait: a client is waiting for it.
 func (c *Cache) gather(round []*queuedWrite) []*queuedWrite {
 	linger := time.NewTimer(roundLinger)
 	defer linger.Stop()
@@ -145,6 +191,9 @@ func (c *Cache) gather(round []*queuedWrite) []*queuedWrite {
 			if w.done != nil {
 				return round
 			}
+			if w.g.eager {
+				return c.drain(round)
+			}
 		case <-linger.C:
 			return round
 		}
@@ -152,10 +201,39 @@ func (c *Cache) gather(round []*queuedWrite) []*queuedWrite {
 	return round
 }
 
-// commitRound makes the round's blobs durable, records its entries, and only
-// then accounts them and tells their groups.
-func (c *Cache) commitRound(round []*queuedWrite) {
-	ctx := context.Background()
+// drain adds to round what is queued now, without waiting, until roundMax
+// writes or a barrier: a round of whatever arrived while the last one was
+// being committed.
+func (c *Cache) drain(round []*queuedWrite) []*queuedWrite {
+	for len(round) < roundMax {
+		select {
+		case w, ok := <-c.commit.q:
+			if !ok {
+				return round
+			}
+			round = append(round, w)
+			if w.done != nil {
+				return round
+			}
+		default:
+			return round
+		}
+	}
+	return round
+}
+
+// persistedRound is a round whose blobs persistRound made durable (or failed
+// to: err).
+type persistedRound struct {
+	round, writes []*queuedWrite
+	es            []*Entry
+	blobs         int
+	persist       time.Duration
+	err           error
+}
+
+// persistRound makes the round's blobs durable.
+func (c *Cache) persistRound(round []*queuedWrite) *persistedRound {
 	writes := make([]*queuedWrite, 0, len(round))
 	es := make([]*Entry, 0, len(round))
 	var digests []string
@@ -168,24 +246,32 @@ func (c *Cache) commitRound(round []*queuedWrite) {
 			}
 		}
 	}
-	gs := c.store.(GroupStore)
 	start := time.Now()
-	err := gs.Persist(ctx, digests)
-	persisted := time.Now()
-	if err == nil && len(es) > 0 {
-		err = gs.PutEntries(ctx, es)
+	err := c.store.(GroupStore).Persist(context.Background(), digests)
+	return &persistedRound{round: round, writes: writes, es: es, blobs: len(digests), persist: time.Since(start), err: err}
+}
+
+// recordRound records the entries of a persisted round in one transaction,
+// and only then accounts them and tells their writers and groups.
+func (c *Cache) recordRound(r *persistedRound) {
+	round, writes, err := r.round, r.writes, r.err
+	start := time.Now()
+	if err == nil && len(r.es) > 0 {
+		err = c.store.(GroupStore).PutEntries(context.Background(), r.es)
 	}
-	c.log.Debug("group commit round", "entries", len(es), "blobs", len(digests),
-		"persist", persisted.Sub(start), "index", time.Since(persisted), "err", err)
+	c.log.Debug("group commit round", "entries", len(r.es), "blobs", r.blobs,
+		"persist", r.persist, "index", time.Since(start), "err", err)
 	for _, w := range writes {
 		w.err = err
 	}
 	now := time.Now().UnixNano()
 	var replaced []string // blobs the round's entries named before
+	var remember []*Hot   // fills' bodies for the memory tier, now that they are stored
 	c.mu.Lock()
 	for _, w := range writes {
 		e := w.hot.Entry
-		if c.queued[e.Key] == w {
+		latest := c.queued[e.Key] == w
+		if latest {
 			delete(c.queued, e.Key)
 		}
 		c.commit.queued.Add(-1)
@@ -193,14 +279,24 @@ func (c *Cache) commitRound(round []*queuedWrite) {
 			if c.pending[w.placed]--; c.pending[w.placed] <= 0 {
 				delete(c.pending, w.placed)
 			}
+			if c.commit.placing[w.placed]--; c.commit.placing[w.placed] <= 0 {
+				delete(c.commit.placing, w.placed)
+			}
 		}
 		if w.err == nil {
 			if d := c.account(e, now); d != "" {
 				replaced = append(replaced, d)
 			}
+			// A later write of the key, queued or not, has its own say.
+			if latest && w.hot.Body != nil {
+				remember = append(remember, w.hot)
+			}
 		}
 	}
 	c.mu.Unlock()
+	for _, h := range remember {
+		c.remember(h)
+	}
 	for _, d := range replaced {
 		c.dropReplaced(context.Background(), d)
 	}
@@ -214,6 +310,9 @@ func (c *Cache) commitRound(round []*queuedWrite) {
 		default:
 			w.g.wg.Done()
 		}
+		if w.committed != nil {
+			close(w.committed)
+		}
 	}
 	// No eviction here: it may delete a key with a write queued, which waits
 	// for the rounds (settle), so this goroutine must not run it. Grouped
@@ -223,12 +322,25 @@ func (c *Cache) commitRound(round []*queuedWrite) {
 // putGrouped is Put for a write that joins g: see Group.
 func (c *Cache) putGrouped(ctx context.Context, gs GroupStore, g *Group, e *Entry, s *Staged) (*Hot, error) {
 	w := &queuedWrite{g: g}
+	if g.eager {
+		w.committed = make(chan struct{})
+	}
+	var body []byte
 	if s != nil {
 		e.Digest, e.Size = s.Digest, s.Size
+		if g.eager && c.mem != nil && s.Size <= c.opts.MemoryMaxItem {
+			// As Put: the bytes go to the memory tier, once they are stored.
+			body, _ = io.ReadAll(s.Reader())
+		}
 		// Until its round commits the blob is named by no entry; the orphan
-		// sweep and a Delete naming the same digest must leave it alone.
+		// sweep and a Delete naming the same digest must leave it alone, and
+		// an ordinary Put naming it must wait for it to be durable.
 		c.mu.Lock()
 		c.pending[e.Digest]++
+		if c.commit.placing == nil {
+			c.commit.placing = map[string]int{}
+		}
+		c.commit.placing[e.Digest]++
 		c.mu.Unlock()
 		w.placed = e.Digest
 		if err := gs.Place(ctx, s); err != nil {
@@ -236,16 +348,19 @@ func (c *Cache) putGrouped(ctx context.Context, gs GroupStore, g *Group, e *Entr
 			if c.pending[e.Digest]--; c.pending[e.Digest] <= 0 {
 				delete(c.pending, e.Digest)
 			}
+			if c.commit.placing[e.Digest]--; c.commit.placing[e.Digest] <= 0 {
+				delete(c.commit.placing, e.Digest)
+			}
 			c.mu.Unlock()
 			return nil, err
 		}
 	}
 	if c.mem != nil {
-		// The memory tier is for hits; a grouped write does not fill it, and
-		// an older copy must not outlive this write.
+		// A sync's grouped write does not fill the memory tier (it is for
+		// hits), and an older copy must not outlive this write.
 		c.mem.Del(e.Key)
 	}
-	w.hot = &Hot{Entry: e}
+	w.hot = &Hot{Entry: e, Body: body}
 	// What the rounds before this one accounted may have passed the limit.
 	c.evict(ctx)
 	c.startCommitter()
@@ -255,6 +370,12 @@ func (c *Cache) putGrouped(ctx context.Context, gs GroupStore, g *Group, e *Entr
 	c.commit.queued.Add(1)
 	c.mu.Unlock()
 	c.commit.q <- w
+	if w.committed != nil {
+		<-w.committed
+		if w.err != nil {
+			return nil, w.err
+		}
+	}
 	return w.hot, nil
 }
 
@@ -269,6 +390,22 @@ func (c *Cache) queuedHot(key string) (*Hot, bool) {
 		return w.hot, true
 	}
 	return nil, false
+}
+
+// awaitDurable waits, when digest names a blob placed by a grouped write not
+// yet committed, until that blob is durable: an entry recorded by an ordinary
+// Put must never name a blob a crash could lose (the disk store's Commit
+// trusts a blob this process placed, durable or not).
+func (c *Cache) awaitDurable(digest string) {
+	if digest == "" || c.commit.queued.Load() == 0 {
+		return
+	}
+	c.mu.Lock()
+	placing := c.commit.placing[digest] > 0
+	c.mu.Unlock()
+	if placing {
+		c.barrier()
+	}
 }
 
 // settle waits until a grouped write of key, if one is queued, is committed:

@@ -156,7 +156,9 @@ func New(o Options) *Engine {
 		o.NoteError = func(string) {}
 	}
 	e := &Engine{cache: o.Cache, policy: o.Policy, log: o.Logger, counters: o.Counters, note: o.NoteError}
-	var f Filler = &UpstreamFill{Cache: o.Cache, Policy: o.Policy, MaxBodySize: o.MaxBodySize, Timeout: o.UpstreamTimeout, eng: e}
+	uf := &UpstreamFill{Cache: o.Cache, Policy: o.Policy, MaxBodySize: o.MaxBodySize, Timeout: o.UpstreamTimeout, eng: e}
+	uf.group = cache.NewFillGroup()
+	var f Filler = uf
 	if o.Fill != nil {
 		f = o.Fill
 	}

@@ -113,6 +113,9 @@ type UpstreamFill struct {
 	MaxBodySize int64
 	Timeout     time.Duration
 	eng         *Engine
+	// group is what a fill's store write joins (cache.NewFillGroup): under a
+	// burst of misses one round of fsyncs and one index transaction serve many.
+	group *cache.Group
 }
 
 var defaultKeep = []string{"Content-Type"}
@@ -229,7 +232,11 @@ func (f *UpstreamFill) fill(ctx context.Context, t *Target, old *cache.Hot) (*An
 		Upstream: base, Pinned: t.Pin, Meta: meta,
 	}
 	ageIfWritten(e)
-	hot, err := f.Cache.Put(ctx, e, st)
+	pctx := ctx
+	if f.group != nil && !cache.Grouped(ctx) {
+		pctx = cache.WithGroup(ctx, f.group)
+	}
+	hot, err := f.Cache.Put(pctx, e, st)
 	if err != nil {
 		f.writeFailed(t, err)
 		if st.Size <= maxUnstoredBody {
