@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -513,4 +515,96 @@ func TestKillGroupedSyncAtRandomPoints(t *testing.T) {
 			break
 		}
 	}
+}
+
+// TestKillServeDuringMissBurst kills `regmirror serve` (SIGKILL) while 16
+// clients ask it at once for files it does not hold, so that kills land while
+// fills share their commit rounds (blobs placed, a round's fsyncs or index
+// transaction under way). After every kill, verify finds no entry without its
+// whole blob, and every file the mirror had answered is in the index: a fill
+// answers only once its entry is durable. A last serve answers every file and
+// verify exits 0.
+func TestKillServeDuringMissBurst(t *testing.T) {
+	repo := hydrillatest.Generate(60, 11)
+	repo.SetDelay(time.Millisecond)
+	up := newGate(t, repo.Handler())
+	data := t.TempDir()
+	files := repo.Files()
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	t.Logf("%d files; kill points from seed %d", len(files), seed)
+	for run := 1; run <= 3; run++ {
+		repo.Reset()
+		killAt := 1 + rng.IntN(len(files))
+		m := startMirror(t, data, deadURL(t), up.URL())
+		order := slices.Clone(files)
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		work := make(chan string)
+		var (
+			mu       sync.Mutex
+			answered []string
+			wg       sync.WaitGroup
+		)
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for sha := range work {
+					a, err := m.do(http.MethodGet, "/file/sha256/"+sha)
+					if err != nil || a.Status != http.StatusOK {
+						continue // the kill
+					}
+					if !bytes.Equal(a.Body, mustFile(t, repo, sha)) {
+						t.Errorf("file %s: the mirror answered other bytes", sha)
+						continue
+					}
+					mu.Lock()
+					answered = append(answered, sha)
+					mu.Unlock()
+				}
+			}()
+		}
+		go func() {
+			defer close(work)
+			for _, sha := range order {
+				if m.exited() {
+					return
+				}
+				work <- sha
+			}
+		}()
+		finished := make(chan struct{})
+		go func() { wg.Wait(); close(finished) }()
+		// Files held since an earlier run are hits, so the burst may end
+		// before the kill point.
+		waitFor(t, 60*time.Second, fmt.Sprintf("%d upstream requests of serve #%d", killAt, run), func() bool {
+			select {
+			case <-finished:
+				return true
+			default:
+				return len(repo.Requests()) >= killAt
+			}
+		})
+		m.kill()
+		<-finished
+		t.Logf("serve #%d killed after %d upstream requests, %d files answered", run, len(repo.Requests()), len(answered))
+		checkCrashVerify(t, copyDir(t, data))
+		idx := readIndex(t, data)
+		for _, sha := range answered {
+			e, ok := idx["hy/file/"+sha]
+			if !ok {
+				t.Errorf("serve #%d answered file %s, but after the kill the index does not hold it", run, sha)
+				continue
+			}
+			if fi, err := os.Stat(blobPath(data, e.Digest)); err != nil || fi.Size() != e.Size {
+				t.Errorf("serve #%d: the entry of file %s names blob %s, which is not whole: %v", run, sha, e.Digest, err)
+			}
+		}
+	}
+	m := startMirror(t, data, deadURL(t), up.URL())
+	for _, sha := range files {
+		m.mustGet("/file/sha256/"+sha, mustFile(t, repo, sha))
+	}
+	m.stop()
+	mustVerify(t, data)
 }
