@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,6 +166,10 @@ func (c *Cache) runRounds() {
 		switch {
 		case w.done != nil:
 		case w.g.eager:
+			// Let the fills that are runnable queue their writes first: free
+			// when nothing else runs (a lone miss), and where commits cost
+			// little (tmpfs) it makes rounds of a burst's fills, not of one.
+			runtime.Gosched()
 			round = c.drain(round)
 		default:
 			round = c.gather(round)
