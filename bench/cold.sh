@@ -93,7 +93,8 @@ BASE=http://127.0.0.1:$PORT
 (cd "$REPO/file/sha256" && xargs cat <"$LIST" >/dev/null)
 
 # run_cold NAME BIN DATA: a serve on a fresh DATA, every listed file fetched
-# once through it; prints requests per second.
+# once through it; prints requests per second and the CPU seconds the serve
+# process used (steadier than req/s on a machine shared with other work).
 run_cold() {
 	local name=$1 bin=$2 data=$3 rps
 	rm -rf "$data"
@@ -102,17 +103,20 @@ run_cold() {
 	RMPID=$!
 	"$TOOL" wait -url "http://127.0.0.1:$RMPORT/readyz" -timeout 60s
 	sync # start with nothing dirty
+	local cpu0 cpu1
+	cpu0=$(awk '{print $14 + $15}' "/proc/$RMPID/stat")
 	"$TOOL" fetch -base "http://127.0.0.1:$RMPORT" -list "$LIST" -prefix /file/sha256/ -c "$COLD_CONC" -rounds 1 \
 		-out "$WORK/$name.json" >/dev/null
+	cpu1=$(awk '{print $14 + $15}' "/proc/$RMPID/stat")
 	kill "$RMPID" && wait "$RMPID" || true
 	RMPID=
-	python3 - "$WORK/$name.json" "$COLD_OBJECTS" <<'EOF'
+	python3 - "$WORK/$name.json" "$COLD_OBJECTS" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 n = int(sys.argv[2])
 if r["bad"] or r["rounds"][0].get("200 MISS", 0) != n:
     sys.exit(f"not {n} stored misses: {r['rounds'][0]} {r.get('failures')}")
-print(f"{n / r['seconds'][0]:.0f}")
+print(f"{n / r['seconds'][0]:.0f} {int(sys.argv[3]) / int(sys.argv[4]):.2f}")
 EOF
 }
 
@@ -125,9 +129,10 @@ for r in $(seq "$COLD_ROUNDS"); do
 			# Each run keeps its data directory until the end (see bench/sync.sh:
 			# on ext4, files deleted a moment ago make new ones slower).
 			if [[ $where == disk ]]; then d=$WORK/data-$label-$r; else d=$SHMDIR/data-$label-$r; fi
-			rps=$(run_cold "$label-$where-$r" "$bin" "$d") || { log "$label on $where failed: see $LOGS/cold-$label-$where-$r.log"; exit 1; }
-			log "round $r/$COLD_ROUNDS, $label, data directory on $where: $rps req/s"
-			ROWS+=("$label $where $rps")
+			res=$(run_cold "$label-$where-$r" "$bin" "$d") || { log "$label on $where failed: see $LOGS/cold-$label-$where-$r.log"; exit 1; }
+			read -r rps cpu <<<"$res"
+			log "round $r/$COLD_ROUNDS, $label, data directory on $where: $rps req/s, serve used $cpu CPU s"
+			ROWS+=("$label $where $rps $cpu")
 		done
 	done
 done
@@ -137,15 +142,16 @@ import json, statistics, sys
 n, conc, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 runs = {}
 for row in sys.argv[4:]:
-    label, where, rps = row.split()
-    runs.setdefault((label, where), []).append(float(rps))
+    label, where, rps, cpu = row.split()
+    runs.setdefault((label, where), []).append((float(rps), float(cpu)))
 print(f"\n{n} distinct cold Hydrilla files through regmirror serve, {conc} at once, nginx static upstream")
-print("| binary | data directory | req/s (median) | runs |")
-print("|---|---|---|---|")
+print("| binary | data directory | req/s (median) | runs | serve CPU s (median) |")
+print("|---|---|---|---|---|")
 res = {"name": "Cold misses through serve", "objects": n, "concurrency": conc, "runs": []}
 for (label, where), v in runs.items():
-    med = statistics.median(v)
-    print(f"| {label} | {where} | {med:.0f} | {' '.join(f'{x:.0f}' for x in v)} |")
-    res["runs"].append({"binary": label, "data": where, "median_rps": med, "rps": v})
+    rps, cpu = [x for x, _ in v], [y for _, y in v]
+    med = statistics.median(rps)
+    print(f"| {label} | {where} | {med:.0f} | {' '.join(f'{x:.0f}' for x in rps)} | {statistics.median(cpu):.2f} |")
+    res["runs"].append({"binary": label, "data": where, "median_rps": med, "rps": rps, "cpu_seconds": cpu})
 json.dump(res, open(out, "w"))
 EOF
