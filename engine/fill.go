@@ -232,11 +232,7 @@ func (f *UpstreamFill) fill(ctx context.Context, t *Target, old *cache.Hot) (*An
 		Upstream: base, Pinned: t.Pin, Meta: meta,
 	}
 	ageIfWritten(e)
-	pctx := ctx
-	if f.group != nil && !cache.Grouped(ctx) {
-		pctx = cache.WithGroup(ctx, f.group)
-	}
-	hot, err := f.Cache.Put(pctx, e, st)
+	hot, err := f.Cache.Put(f.grouped(ctx), e, st)
 	if err != nil {
 		f.writeFailed(t, err)
 		if st.Size <= maxUnstoredBody {
@@ -254,6 +250,15 @@ func (f *UpstreamFill) fill(ctx context.Context, t *Target, old *cache.Hot) (*An
 		out = MissBecause("fwd=stale; fwd-status=200; stored")
 	}
 	return &Answer{Hot: hot, Outcome: out, Upstream: base}, nil
+}
+
+// grouped is ctx with the fill group, unless it carries a group already (a
+// sync's fills join the sync's).
+func (f *UpstreamFill) grouped(ctx context.Context) context.Context {
+	if f.group == nil || cache.Grouped(ctx) {
+		return ctx
+	}
+	return cache.WithGroup(ctx, f.group)
 }
 
 // unstored is an upstream answer relayed because the store could not be written.
@@ -319,7 +324,7 @@ func (f *UpstreamFill) storeNotFound(ctx context.Context, t *Target, nf *upstrea
 	h := keepHeaders(nf.Header, defaultKeep)
 	e := &cache.Entry{Key: string(t.Key), Status: http.StatusNotFound, Header: h, FetchedAt: f.Policy.Now(), Class: cache.Negative,
 		Upstream: nf.Upstream}
-	hot, err := f.Cache.PutBody(ctx, e, nf.Body)
+	hot, err := f.Cache.PutBody(f.grouped(ctx), e, nf.Body)
 	if err != nil {
 		f.eng.storeError("write")
 		return &Answer{Outcome: MissBecause("fwd=uri-miss; fwd-status=404"), Upstream: nf.Upstream,
