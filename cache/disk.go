@@ -440,24 +440,41 @@ func (d *Disk) Persist(_ context.Context, digests []string) error {
 			return nil
 		}
 	}
+	var paths []string
 	dirs := map[string]bool{}
 	for _, dg := range digests {
 		p, err := d.blobPath(dg)
 		if err != nil {
 			return err
 		}
-		if err := syncFile(p); err != nil {
-			return fmt.Errorf("persist %s: %w", dg, err)
-		}
-		dirs[filepath.Dir(p)] = true
-	}
-	for dir := range dirs {
-		if err := syncFile(dir); err != nil {
-			return fmt.Errorf("persist %s: %w", dir, err)
+		paths = append(paths, p)
+		if dir := filepath.Dir(p); !dirs[dir] {
+			dirs[dir] = true
+			paths = append(paths, dir)
 		}
 	}
-	return nil
+	// Several at once: a device serves concurrent flushes sooner than the
+	// same flushes one after another, and a round below syncfsFrom (a
+	// serve's round of a few fills) is two fsyncs a blob.
+	errs := make([]error, len(paths))
+	sem := make(chan struct{}, persistConcurrency)
+	var wg sync.WaitGroup
+	for i, p := range paths {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := syncFile(p); err != nil {
+				errs[i] = fmt.Errorf("persist %s: %w", p, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
+
+// persistConcurrency bounds the fsyncs Persist runs at once.
+const persistConcurrency = 16
 
 // syncfsFrom is the round size from which one syncfs is cheaper than an fsync
 // per blob.
