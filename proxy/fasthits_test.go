@@ -266,20 +266,28 @@ func TestFastLaneAnswersAreLogged(t *testing.T) {
 	warmFast(t, m, target)
 	fast := testutil.ToFloat64(m.metrics.FastLane)
 	head, body := dialMirror(t, m).roundTrip(getReq(target))
+	settleCount(func() bool { return testutil.ToFloat64(m.metrics.FastLane) >= fast+1 })
 	if testutil.ToFloat64(m.metrics.FastLane) != fast+1 {
 		t.Fatal("the last request was not answered on the fast lane")
 	}
+	id := regexp.MustCompile(`X-Request-Id: (\S+)`).FindStringSubmatch(head)[1]
 	var lines []string
-	for _, l := range strings.Split(logs.String(), "\n") {
-		if strings.Contains(l, "msg=request") && strings.Contains(l, `path="`+target+`"`) {
-			lines = append(lines, l)
+	var answered float64
+	// The lane logs and counts once its write has returned, which may be
+	// after the client read the answer.
+	settleCount(func() bool {
+		lines = lines[:0]
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "msg=request") && strings.Contains(l, `path="`+target+`"`) {
+				lines = append(lines, l)
+			}
 		}
-	}
-	answered := counter(t, m, "requests", "refpack", "meta", "200", "HIT") + counter(t, m, "requests", "refpack", "meta", "200", "MISS")
+		answered = counter(t, m, "requests", "refpack", "meta", "200", "HIT") + counter(t, m, "requests", "refpack", "meta", "200", "MISS")
+		return float64(len(lines)) == answered && len(lines) > 0 && strings.Contains(lines[len(lines)-1], "id="+id)
+	})
 	if float64(len(lines)) != answered {
 		t.Fatalf("%d access lines for %v requests", len(lines), answered)
 	}
-	id := regexp.MustCompile(`X-Request-Id: (\S+)`).FindStringSubmatch(head)[1]
 	last := lines[len(lines)-1]
 	for _, want := range []string{"id=" + id, "method=GET", "status=200", "bytes=" + strconv.Itoa(len(body)), "cache=HIT", "upstream=" + up} {
 		mustContain(t, last, want)
@@ -302,7 +310,9 @@ func TestFastLaneHydrilla(t *testing.T) {
 			t.Fatalf("%s: %d", target, want.Status)
 		}
 		warmFast(t, m, target)
+		before := testutil.ToFloat64(m.metrics.FastLane)
 		_, body := dialMirror(t, m).roundTrip(getReq(target))
+		settleCount(func() bool { return testutil.ToFloat64(m.metrics.FastLane) > before })
 		if !bytes.Equal(body, want.Body) {
 			t.Errorf("%s: the fast lane's body differs", target)
 		}
