@@ -205,6 +205,10 @@ func (f *UpstreamFill) fill(ctx context.Context, t *Target, old *cache.Hot) (*An
 			return nil, &upstream.Error{Upstream: base, Timeout: errors.Is(ctx.Err(), context.DeadlineExceeded), Err: err}
 		default:
 			f.writeFailed(t, err)
+			// Give this answer's upstream slot back first: the refetch takes
+			// one of its own, and a burst of such fills holding theirs would
+			// wait for each other until the queue timeout (503 busy).
+			resp.Body.Close()
 			// Inside the fill, so every waiting client shares this one refetch.
 			return f.fetchUnstored(ctx, t)
 		}
@@ -240,6 +244,7 @@ func (f *UpstreamFill) fill(ctx context.Context, t *Target, old *cache.Hot) (*An
 				return &Answer{Outcome: unstored, Upstream: base, Relay: &Relayed{Status: http.StatusOK, Header: h, Body: b}}, nil
 			}
 		}
+		resp.Body.Close() // its slot, as above
 		return f.fetchUnstored(ctx, t)
 	}
 	if t.Stored != nil {

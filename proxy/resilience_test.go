@@ -293,6 +293,29 @@ func TestDiskLimitEvictsLeastRecentlyUsed(t *testing.T) {
 	t.Logf("limit %d KiB, %d KiB downloaded, data directory peaked at %d KiB", limit>>10, count*object>>10, maxSeen>>10)
 }
 
+// A fill whose staging write fails refetches the answer into memory; it must
+// give its upstream slot back first. Holding it, every fill of a burst on a
+// full disk took one slot and waited for a second: with --upstream-max-conns
+// fills at once, none got one, and all answered 503 "busy" after the queue
+// timeout. With one slot, a single miss shows it.
+func TestWriteErrorRefetchDoesNotWaitForItsOwnSlot(t *testing.T) {
+	reg, up := newRegistry(t)
+	dir := t.TempDir()
+	m := startMirror(t, dir, []string{up}, nil, func(c *config.Config) {
+		c.UpstreamMaxConns = 1
+		c.UpstreamHeaderTimeout = time.Second
+	})
+	want := reg.Zip("vendor/country-codes", "1.2.0")
+	// The staging folder cannot be written (as if the disk were full).
+	os.RemoveAll(filepath.Join(dir, "tmp"))
+	os.WriteFile(filepath.Join(dir, "tmp"), []byte("not a folder"), 0o600)
+	r := get(t, m.URL+"/packages/vendor/country-codes?version=1.2.0")
+	if r.Status != 200 || !bytes.Equal(r.Body, want) || r.Header.Get("X-Cache") != "BYPASS" {
+		t.Fatalf("with the store unwritable and one upstream slot: %d %s, %q; want 200 BYPASS with the zip",
+			r.Status, r.Header.Get("X-Cache"), r.Body[:min(len(r.Body), 200)])
+	}
+}
+
 func TestWriteErrorsStillAnswerFromUpstream(t *testing.T) {
 	reg, up := newRegistry(t)
 	dir := t.TempDir()
