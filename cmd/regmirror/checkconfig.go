@@ -157,7 +157,11 @@ func checkDataDir(dir string) error {
 	if probeIn == abs {
 		db := filepath.Join(abs, "index.db")
 		if f, err := os.OpenFile(db, os.O_RDWR, 0); err == nil {
+			locked := heldByAnother(f)
 			f.Close()
+			if locked {
+				return fmt.Errorf("store index %s: locked: is another regmirror using %s?", db, dir)
+			}
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("store index: %w", err)
 		}
