@@ -332,6 +332,13 @@ func Flags(names ...string) []cli.Flag {
 // and skipping those of other commands.
 func Before(flags []cli.Flag) cli.BeforeFunc {
 	return func(c *cli.Context) error {
+		// These commands take flags only. The CLI library stops reading flags
+		// at the first other word, so a stray word would silently drop every
+		// flag after it (`verify stray --data DIR` checking ./regmirror-data).
+		if c.NArg() > 0 {
+			return fmt.Errorf("%s: unexpected argument %q: %s takes flags only (see regmirror %s --help)",
+				c.Command.Name, c.Args().First(), c.Command.Name, c.Command.Name)
+		}
 		// The file is read here first so that its problem reaches the user as
 		// it is ("config FILE: unknown key(s) …"), not inside altsrc's wrapping.
 		m, err := readFile(c.String("config"), flags)

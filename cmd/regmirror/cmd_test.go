@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -473,5 +475,35 @@ func TestVerifyReportsWithoutRemoving(t *testing.T) {
 	}
 	if _, err := os.Stat(blob); !os.IsNotExist(err) {
 		t.Errorf("verify --repair left the unnamed blob (%v)", err)
+	}
+}
+
+// A word where a command takes none is refused, naming it: the CLI library
+// stops reading flags at the first argument, so `verify stray --data DIR`
+// used to check ./regmirror-data instead of DIR, and `serve stray --listen
+// …` to serve on the default address, both without a word.
+func TestStrayArgumentsAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"serve", "--offline", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "serve-data"), "stray"},
+		{"serve", "stray", "--listen", "127.0.0.1:0"},
+		{"sync", "--data", filepath.Join(dir, "sync-data"), "stray"},
+		{"verify", "stray", "--data", filepath.Join(dir, "verify-data")},
+		{"check-config", "stray", "--listen", "127.0.0.1:0"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		cmd := exec.CommandContext(ctx, binary(t), args...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		timedOut := ctx.Err() != nil
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || timedOut ||
+			!strings.Contains(string(out), `unexpected argument "stray"`) {
+			t.Errorf("regmirror %s: %v (timed out: %v)\n%s\nwant exit 1 naming the unexpected argument", strings.Join(args, " "), err, timedOut, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "regmirror-data")); err == nil {
+		t.Error("a command with a stray argument used the default data directory")
 	}
 }
