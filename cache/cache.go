@@ -204,17 +204,24 @@ func (c *Cache) sweepUnnamedBlobs(ctx context.Context) {
 		return
 	}
 	for _, d := range orphans {
+		// The check and the unlink are one step under c.mu, as in
+		// dropReplaced: a fill placing these very bytes again (a client
+		// retrying what a crash cut off) marks them pending under c.mu first,
+		// so it either keeps this blob or places its own after the unlink.
 		c.mu.Lock()
 		still := c.blobs[d].refs == 0 && c.pending[d] == 0
-		c.mu.Unlock()
-		if !still {
-			continue
+		var err error
+		if still {
+			err = c.store.DeleteBlob(ctx, d)
 		}
-		if err := c.store.DeleteBlob(ctx, d); err != nil {
+		c.mu.Unlock()
+		if err != nil {
 			c.log.Error("sweep unnamed blobs", "digest", d, "err", err)
 			return
 		}
-		c.log.Info("removed a blob no entry names (left by an interrupted write)", "digest", d)
+		if still {
+			c.log.Info("removed a blob no entry names (left by an interrupted write)", "digest", d)
+		}
 	}
 }
 
