@@ -17,6 +17,11 @@ type Problem struct {
 	// Unrecoverable: the entry is hosted (the mirror's own), so repair keeps
 	// it; only a backup can restore its blob.
 	Unrecoverable bool
+	// Leftover: a whole, correct blob no entry names, which a process killed
+	// between placing a blob and recording its entry leaves (a sync's or a
+	// serve's round of writes in flight). It answers nothing and damages
+	// nothing: the next serve, sync or verify --repair removes it.
+	Leftover bool
 }
 
 func (p Problem) String() string {
@@ -95,7 +100,7 @@ func Verify(ctx context.Context, st Store, repair bool) ([]Problem, error) {
 			continue
 		}
 		if !named[d] {
-			problems = append(problems, Problem{Digest: d, What: "no entry names it"})
+			problems = append(problems, Problem{Digest: d, What: "no entry names it", Leftover: bad[d] == ""})
 			orphans = append(orphans, d)
 		} else if bad[d] != "" && !hosted[d] {
 			orphans = append(orphans, d)
