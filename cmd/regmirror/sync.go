@@ -94,6 +94,9 @@ func summarize(w io.Writer, results []*mirrorsync.Result) error {
 	}
 	if len(failed) > 0 {
 		fmt.Fprintf(w, "failed:\n  %s\n", strings.Join(failed, "\n  "))
+		if len(failed) == 1 {
+			return cli.Exit("sync: 1 failure", 1)
+		}
 		return cli.Exit(fmt.Sprintf("sync: %d failures", len(failed)), 1)
 	}
 	return nil
