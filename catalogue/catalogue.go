@@ -51,9 +51,11 @@ func MetaOf(it *hydrilla.Item) json.RawMessage {
 }
 
 // ParseMeta reads a stored item version's Meta; ok is false when it has none.
+// It uses go-json (see decodeMetas): a sync parses the Meta of every item
+// version it stores.
 func ParseMeta(raw json.RawMessage) (ItemMeta, bool) {
 	var m ItemMeta
-	if len(raw) == 0 || json.Unmarshal(raw, &m) != nil || m.Identifier == "" {
+	if len(raw) == 0 || gojson.Unmarshal(raw, &m) != nil || m.Identifier == "" {
 		return m, false
 	}
 	return m, true
@@ -284,10 +286,14 @@ func indexBatches(in <-chan *loadedBatch, hint int) *pattern.Index[*mappingVal] 
 // Note records a stored item version and schedules an index rebuild when
 // it is a mapping.
 func (c *Catalogue) Note(e *cache.Entry) {
-	m, ok := ParseMeta(e.Meta)
-	if !ok {
-		return
+	if m, ok := ParseMeta(e.Meta); ok {
+		c.NoteMeta(e, m)
 	}
+}
+
+// NoteMeta is Note for a caller that has parsed e.Meta already (m): a sync,
+// which needs the files an item names too, parses it once.
+func (c *Catalogue) NoteMeta(e *cache.Entry, m ItemMeta) {
 	c.mu.Lock()
 	c.items[e.Key] = &heldItem{meta: m.lite(), upstream: e.Upstream}
 	c.mu.Unlock()

@@ -192,13 +192,35 @@ func (s *Syncer) hydrillaOne(ctx context.Context, up *upstream.Upstream, o Optio
 		ref := refs[i]
 		t := s.p.Targets.HydrillaItem(ref, true)
 		t.From = up
+		// The Meta of an item version stored now is parsed once, for the
+		// catalogue (what the target's Stored does) and for the files it
+		// names. Another fill of the same key may have stored it instead
+		// (coalesced), or it was held: then it is parsed below.
+		var meta catalogue.ItemMeta
+		var parsed atomic.Bool
+		if s.p.Catalogue != nil {
+			t.Stored = func(e *cache.Entry) {
+				if m, ok := catalogue.ParseMeta(e.Meta); ok {
+					s.p.Catalogue.NoteMeta(e, m)
+					meta = m
+					parsed.Store(true)
+				}
+			}
+		}
 		a, err := s.fetchWithRetry(gctx, t)
-		record("item", ref.String(), a, err)
-		progress(ref.String())
+		what := ref.String()
+		record("item", what, a, err)
+		progress(what)
 		if err != nil || a.Hot == nil {
 			return
 		}
-		if m, ok := catalogue.ParseMeta(a.Hot.Entry.Meta); ok {
+		m, ok := catalogue.ItemMeta{}, parsed.Load()
+		if ok {
+			m = meta
+		} else {
+			m, ok = catalogue.ParseMeta(a.Hot.Entry.Meta)
+		}
+		if ok {
 			mu.Lock()
 			for _, f := range m.Files {
 				if !files[f] {

@@ -134,7 +134,15 @@ func New(o Options) *Server {
 // Load reads the Hydrilla catalogue and builds the pattern index from what the
 // store holds, then keeps the index current until ctx ends. /readyz answers
 // ready once it has loaded.
-func (s *Server) Load(ctx context.Context) error {
+func (s *Server) Load(ctx context.Context) error { return s.load(ctx, true) }
+
+// LoadForSync is Load for `regmirror sync`, where nothing queries the pattern
+// index while the sync runs: it is not rebuilt as items arrive (a sync of
+// thousands of mappings would rebuild it every few hundred milliseconds);
+// Syncer.Hydrilla builds it once at the end.
+func (s *Server) LoadForSync(ctx context.Context) error { return s.load(ctx, false) }
+
+func (s *Server) load(ctx context.Context, liveIndex bool) error {
 	// Loading a large catalogue allocates much and keeps most of it: collecting
 	// less often meanwhile shortens the time to ready by a good part.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
@@ -145,7 +153,9 @@ func (s *Server) Load(ctx context.Context) error {
 	// The size accounting waited (Options.DeferAccounting) so the catalogue had
 	// both cores; it is not needed to answer requests.
 	s.cache.StartAccounting()
-	go s.hy.Run(ctx)
+	if liveIndex {
+		go s.hy.Run(ctx)
+	}
 	if s.fleet != nil {
 		go s.refreshCatalogueEvery(ctx, fleetCatalogueRefresh)
 	}

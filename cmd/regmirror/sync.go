@@ -42,6 +42,9 @@ func syncCmd(c *cli.Context) error {
 	if !doRefPack && !doHydrilla {
 		doRefPack, doHydrilla = true, true
 	}
+	// A sync reads nothing twice: a memory tier would only cost it (every
+	// write drops its key from the tier, and the tier's counters take memory).
+	cfg.MemoryCacheSize = 0
 	log := newLogger(cfg)
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -50,7 +53,7 @@ func syncCmd(c *cli.Context) error {
 		return err
 	}
 	defer m.Close()
-	if err := m.Server.Load(ctx); err != nil {
+	if err := m.Server.LoadForSync(ctx); err != nil {
 		return err
 	}
 	// The start-up accounting ends with the sweep of blobs no entry names (what
