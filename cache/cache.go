@@ -369,8 +369,12 @@ func (c *Cache) touch(key string) {
 	c.mu.Unlock()
 }
 
-// Stage writes r to a temporary file, hashing it; see Stage.
+// Stage writes r to a temporary file, hashing it; see Stage. For the disk
+// store the file has no name until it is committed (StageUnnamed).
 func (c *Cache) Stage(r io.Reader, maxSize int64, want string) (*Staged, error) {
+	if _, ok := c.store.(*Disk); ok {
+		return StageUnnamed(c.tmpDir, r, maxSize, want)
+	}
 	return Stage(c.tmpDir, r, maxSize, want)
 }
 
@@ -445,7 +449,7 @@ func (c *Cache) Put(ctx context.Context, e *Entry, s *Staged) (*Hot, error) {
 
 // PutBody is Put for a body already in memory (small, derived answers).
 func (c *Cache) PutBody(ctx context.Context, e *Entry, body []byte) (*Hot, error) {
-	s, err := Stage(c.tmpDir, bytesReader(body), 0, "")
+	s, err := c.Stage(bytesReader(body), 0, "")
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -410,14 +411,14 @@ func (d *Disk) moveIntoPlace(s *Staged) (path, dir string, err error) {
 			return "", dir, nil
 		}
 	}
-	err = renameFile(s.file.Name(), p)
+	err = d.name(s, p)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return "", "", fmt.Errorf("commit %s: %w", s.Digest, err)
 		}
 		// A new fan-out folder's name must survive a power cut too.
 		syncDir(filepath.Dir(dir))
-		err = renameFile(s.file.Name(), p)
+		err = d.name(s, p)
 	}
 	if err != nil {
 		return "", "", fmt.Errorf("commit %s: %w", s.Digest, err)
@@ -426,6 +427,29 @@ func (d *Disk) moveIntoPlace(s *Staged) (path, dir string, err error) {
 	s.file = nil
 	d.verified.Store(s.Digest, true)
 	return p, dir, nil
+}
+
+// name gives the staged body the name p, replacing a file there.
+func (d *Disk) name(s *Staged, p string) error {
+	if !s.unnamed {
+		return renameFile(s.file.Name(), p)
+	}
+	err := linkUnnamed(s.file, p)
+	if !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	// A file is there that this process has not checked (moveIntoPlace):
+	// replaced in one step, as a rename does, never removed first — a reader
+	// of the blob must find it.
+	tmp := filepath.Join(d.TempDir(), "link-"+rand.Text())
+	if err := linkUnnamed(s.file, tmp); err != nil {
+		return err
+	}
+	if err := renameFile(tmp, p); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
 }
 
 // Persist implements GroupStore: the blobs' files and their folders are
