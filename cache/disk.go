@@ -148,7 +148,7 @@ func (e entryNotFound) Unwrap() error { return ErrNotFound }
 
 // PutEntry implements Store.
 func (d *Disk) PutEntry(_ context.Context, e *Entry) error {
-	v, err := json.Marshal(e)
+	v, err := marshalEntry(e)
 	if err != nil {
 		return err
 	}
@@ -297,7 +297,7 @@ func (d *Disk) PutEntries(_ context.Context, es []*Entry) error {
 	return d.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(entriesBucket)
 		for _, e := range es {
-			v, err := json.Marshal(e)
+			v, err := marshalEntry(e)
 			if err != nil {
 				return err
 			}

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"time"
+
+	gojson "github.com/goccy/go-json"
 )
 
 // Class says how an entry ages.
@@ -62,3 +64,8 @@ type Entry struct {
 
 // StrongETag is the entry's own validator: the quoted sha256 of its bytes.
 func (e *Entry) StrongETag() string { return `"` + e.Digest + `"` }
+
+// marshalEntry is e's record in the index: the bytes encoding/json makes of
+// it (TestEntryRecordIsEncodingJSON), made by go-json at about three times
+// its speed; a sync records every object it stores.
+func marshalEntry(e *Entry) ([]byte, error) { return gojson.Marshal(e) }
