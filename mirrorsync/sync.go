@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,6 +167,23 @@ func (s *Syncer) hydrillaOne(ctx context.Context, up *upstream.Upstream, o Optio
 	}
 	// Identifiers of the local repository are its own: never fetched upstream.
 	refs := s.p.Local.Without(list).Refs()
+	// Fetched in the order of their keys, so each round of the group adds
+	// entries next to each other in the index: a round then rewrites a few
+	// of its pages, not one page per entry (as keys in the list's order, or
+	// the random order of file digests, would).
+	type keyed struct {
+		key string
+		ref hydrilla.ItemRef
+	}
+	byKey := make([]keyed, len(refs))
+	for i, r := range refs {
+		byKey[i] = keyed{r.String(), r}
+	}
+	slices.SortFunc(byKey, func(a, b keyed) int { return strings.Compare(a.key, b.key) })
+	for i := range byKey {
+		refs[i] = byKey[i].ref
+	}
+	byKey = nil
 	var mu sync.Mutex
 	var done atomic.Int64
 	total := len(refs)
@@ -232,6 +251,7 @@ func (s *Syncer) hydrillaOne(ctx context.Context, up *upstream.Upstream, o Optio
 			mu.Unlock()
 		}
 	})
+	slices.Sort(fileList)
 	parallel(ctx, o.Jobs, len(fileList), func(i int) {
 		t := s.p.Targets.HydrillaFile(fileList[i], true)
 		t.From = up
