@@ -215,3 +215,31 @@ func TestDiskStagesUnnamed(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestDiskPutEntriesKeepsTheLastRecordOfAKey: a round records its entries in
+// key order, and a key written twice in one round keeps its later record.
+func TestDiskPutEntriesKeepsTheLastRecordOfAKey(t *testing.T) {
+	ctx := context.Background()
+	d, err := cache.OpenDisk(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var es []*cache.Entry
+	for i := range 50 {
+		es = append(es, &cache.Entry{Key: fmt.Sprintf("k/%02d", (i*7)%25), Status: 200, Size: int64(i)})
+	}
+	if err := d.PutEntries(ctx, es); err != nil {
+		t.Fatal(err)
+	}
+	for i := 25; i < 50; i++ {
+		key := fmt.Sprintf("k/%02d", (i*7)%25)
+		e, err := d.Entry(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Size != int64(i) {
+			t.Errorf("%s holds the record of write %d, want %d", key, e.Size, i)
+		}
+	}
+}
