@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,13 +26,24 @@ func openUnnamed(dir string) (*os.File, error) {
 // linkUnnamed gives the unnamed file f the name to. It fails with an error
 // wrapping fs.ErrExist when to exists.
 func linkUnnamed(f *os.File, to string) error {
-	// linkat(2) with AT_EMPTY_PATH needs a capability; through /proc it does not.
+	if linkByFD.Load() {
+		if err := unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, to, unix.AT_EMPTY_PATH); err != nil {
+			return &os.LinkError{Op: "link", Old: f.Name(), New: to, Err: err}
+		}
+		return nil
+	}
+	// linkat(2) with AT_EMPTY_PATH needs a capability; through /proc it does
+	// not, at the cost of a path lookup.
 	from := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	if err := unix.Linkat(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.AT_SYMLINK_FOLLOW); err != nil {
 		return &os.LinkError{Op: "link", Old: from, New: to, Err: err}
 	}
 	return nil
 }
+
+// linkByFD says linkat(2) with AT_EMPTY_PATH works (unnamedWorks found the
+// capability it needs).
+var linkByFD atomic.Bool
 
 // unnamedWorks reports whether files staged unnamed in dir can be given a
 // name: the filesystem has O_TMPFILE and /proc is mounted.
@@ -43,6 +55,10 @@ func unnamedWorks(dir string) bool {
 	defer f.Close()
 	p := filepath.Join(dir, fmt.Sprintf("probe-%d", os.Getpid()))
 	os.Remove(p)
+	if unix.Linkat(int(f.Fd()), "", unix.AT_FDCWD, p, unix.AT_EMPTY_PATH) == nil {
+		linkByFD.Store(true)
+		return os.Remove(p) == nil
+	}
 	if err := linkUnnamed(f, p); err != nil {
 		return false
 	}

@@ -136,10 +136,9 @@ func New(o Options) *Server {
 // ready once it has loaded.
 func (s *Server) Load(ctx context.Context) error { return s.load(ctx, true) }
 
-// LoadForSync is Load for `regmirror sync`, where nothing queries the pattern
-// index while the sync runs: it is not rebuilt as items arrive (a sync of
-// thousands of mappings would rebuild it every few hundred milliseconds);
-// Syncer.Hydrilla builds it once at the end.
+// LoadForSync is Load for `regmirror sync`, whose pattern index nothing
+// queries: it is not rebuilt as items arrive (a sync of thousands of
+// mappings would rebuild it every few hundred milliseconds).
 func (s *Server) LoadForSync(ctx context.Context) error { return s.load(ctx, false) }
 
 func (s *Server) load(ctx context.Context, liveIndex bool) error {
