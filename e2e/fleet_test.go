@@ -405,7 +405,7 @@ func TestFleetReplicaKilledMidFill(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the registry never received replica A's request for the zip")
 	}
-	waitStaged(t, a.Data+"/s3-local/tmp", int64(len(zip)/2))
+	waitStaged(t, a.proc, a.Data+"/s3-local/tmp", int64(len(zip)/2))
 	if _, ok, _ := f.bv.get("leases/" + encodeEntryKey(bigZipKey)); !ok {
 		t.Errorf("no lease object in the bucket while replica A fills the zip")
 	}

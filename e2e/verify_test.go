@@ -39,7 +39,7 @@ func TestVerifyWhileServing(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the registry never received the mirror's request for the zip")
 	}
-	waitStaged(t, tmp, int64(len(zip)/2))
+	waitStaged(t, m.proc, tmp, int64(len(zip)/2))
 	staged := dirFiles(t, tmp)
 
 	start := time.Now()
