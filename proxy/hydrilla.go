@@ -186,7 +186,13 @@ func readStaged(st engine.Body) ([]byte, error) {
 	if st.Len() > maxItemBytes {
 		return nil, fmt.Errorf("item JSON of %d bytes is larger than %d", st.Len(), maxItemBytes)
 	}
-	return io.ReadAll(st.Reader())
+	// Read at its known size: io.ReadAll would grow its buffer from 512
+	// bytes, once per item of a sync.
+	body := make([]byte, st.Len())
+	if _, err := io.ReadFull(st.Reader(), body); err != nil {
+		return nil, err
+	}
+	return body, nil
 }
 
 // alsoStoreVersioned files the newest-version answer of <id>.json under its
