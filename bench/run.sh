@@ -23,7 +23,9 @@
 #                         (sync: bench/sync.sh, the Hydrilla sync against its floor;
 #                         SYNC_MAPPINGS, SYNC_JOBS, BASE_BIN as described there;
 #                         cold: bench/cold.sh, distinct cold objects through serve;
-#                         COLD_OBJECTS, COLD_CONC, COLD_ROUNDS, BASE_BIN as there)
+#                         COLD_OBJECTS, COLD_CONC, COLD_ROUNDS, BASE_BIN as there;
+#                         bigmem, never in the default set: bench/bigmem.sh, the
+#                         memory of a sync and of serve at 100,000 mappings)
 #   SKIP_INSTALL=1        do not install nginx and wrk (they must be on PATH)
 set -Eeuo pipefail
 
@@ -173,6 +175,18 @@ fi
 if [[ -z $(echo " $ONLY " | sed 's/ sync / /g; s/ cold / /g' | tr -d ' ') ]]; then
 	log "done in $(($(date +%s) - T0)) s; results in ${OUT#"$ROOT"/}/values/"
 	exit 0
+fi
+
+# --- The memory of a large repository (bench/bigmem.sh): long (a repository
+# of 100,000 mappings and two syncs of it), so only when asked for by name.
+if want bigmem; then
+	log "a large repository in bounded memory (bench/bigmem.sh)"
+	OUT=$OUT SHM=${SHM%/*} ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS \
+		bench/bigmem.sh 2>&1 | tee "$LOGS/bigmem.txt" >&2
+	if [[ $(echo $ONLY) == bigmem ]]; then
+		log "done in $(($(date +%s) - T0)) s; results in ${OUT#"$ROOT"/}/values/bigmem.json"
+		exit 0
+	fi
 fi
 
 mapfile -t P < <("$TOOL" ports 17)

@@ -5,6 +5,10 @@
 //	    write a generated Hydrilla repository (hydrilla/hydrillatest) as static
 //	    files under D (/list_all, /<type>/<id>/<version>, /file/sha256/<hex>),
 //	    for a static web server to serve
+//	syncfloor queries -mappings N [-seed S] [-n Q]
+//	    print up to Q /query?url=… paths that match mappings of the same
+//	    generated repository (spread as bench/upstream's /_queries spreads
+//	    them), for wrk and bench/query.lua
 //	syncfloor floor -base URL [-jobs J] [-out F]
 //	    the floor a sync is measured against: what `regmirror sync --jobs J`
 //	    downloads, fetched the same way (/list_all, then every item version
@@ -16,6 +20,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -24,8 +29,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +52,8 @@ func main() {
 	switch os.Args[1] {
 	case "dump":
 		err = dump(os.Args[2:])
+	case "queries":
+		err = queries(os.Args[2:])
 	case "floor":
 		err = floor(os.Args[2:])
 	default:
@@ -57,7 +66,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: syncfloor dump -mappings N [-seed S] -dir D | floor -base URL [-jobs J] [-out F]")
+	fmt.Fprintln(os.Stderr, "usage: syncfloor dump -mappings N [-seed S] -dir D | queries -mappings N [-seed S] [-n Q] | floor -base URL [-jobs J] [-out F]")
 	os.Exit(2)
 }
 
@@ -103,6 +112,23 @@ func dump(args []string) error {
 	}
 	fmt.Printf("{\"items\":%d,\"files\":%d}\n", len(refs), len(files))
 	return nil
+}
+
+func queries(args []string) error {
+	fs := flag.NewFlagSet("queries", flag.ExitOnError)
+	mappings := fs.Int("mappings", 10000, "mappings of the generated repository")
+	seed := fs.Int64("seed", 1, "seed of the generated repository")
+	n := fs.Int("n", 5000, "paths to print at most")
+	fs.Parse(args)
+	urls := hydrillatest.Generate(*mappings, *seed).SampleURLs()
+	// A spread of the sample URLs, not just the alphabetically first ones.
+	rng := rand.New(rand.NewPCG(uint64(*seed), 11))
+	rng.Shuffle(len(urls), func(i, j int) { urls[i], urls[j] = urls[j], urls[i] })
+	w := bufio.NewWriter(os.Stdout)
+	for _, u := range urls[:min(*n, len(urls))] {
+		fmt.Fprintln(w, "/query?url="+url.QueryEscape(u))
+	}
+	return w.Flush()
 }
 
 func floor(args []string) error {

@@ -68,8 +68,9 @@ func cmdWait(args []string) error {
 	fs := flag.NewFlagSet("wait", flag.ExitOnError)
 	u := fs.String("url", "", "URL that answers 200 when ready")
 	timeout := fs.Duration("timeout", 60*time.Second, "give up after")
+	every := fs.Duration("every", 20*time.Millisecond, "poll this often")
 	fs.Parse(args)
-	_, err := waitReady(context.Background(), *u, *timeout, 20*time.Millisecond)
+	_, err := waitReady(context.Background(), *u, *timeout, *every)
 	return err
 }
 
