@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
+	gojson "github.com/goccy/go-json"
 )
 
 // Options bound the tiers.
@@ -82,33 +82,22 @@ type Cache struct {
 	log    *slog.Logger
 
 	mu       sync.Mutex
-	keys     map[string]keyState  // every stored key: its blob and last use
-	blobs    map[string]blobState // every named blob
+	ids      keyHasher
+	keys     map[keyID]digest     // every stored key: the blob it names
+	lru      map[string]int64     // every key eviction may take: its last use (unix nanos)
+	blobs    map[digest]blobState // every named blob
 	readers  map[string]int       // digest → open readers; such blobs are not evicted
 	diskUsed int64
 
 	evictions atomic.Int64
 	loaded    chan struct{}           // closed when the start-up accounting is done
-	deleted   map[string]bool         // keys deleted while it runs; nil after
+	deleted   map[keyID]bool          // keys deleted while it runs; nil after
 	pending   map[string]int          // digests committed whose entry is not yet accounted
 	queued    map[string]*queuedWrite // grouped writes not yet committed, by key
 
 	commit committer
 
 	startAccounting func()
-}
-
-// keyState is what size accounting and LRU eviction keep of one key: one map
-// of small values, since a large mirror holds a million keys.
-type keyState struct {
-	digest  string
-	lastUse int64 // unix nanos
-}
-
-// blobState counts the keys naming one blob.
-type blobState struct {
-	refs int32
-	size int64
 }
 
 // New opens the cache over store. tmpDir is where bodies are staged; it must be
@@ -122,7 +111,7 @@ func New(ctx context.Context, store Store, tmpDir string, opts Options) (*Cache,
 	}
 	c := &Cache{
 		store: store, tmpDir: tmpDir, opts: opts, log: opts.Logger,
-		keys: map[string]keyState{}, blobs: map[string]blobState{},
+		ids: newKeyHasher(), keys: map[keyID]digest{}, lru: map[string]int64{}, blobs: map[digest]blobState{},
 		readers: map[string]int{}, pending: map[string]int{}, queued: map[string]*queuedWrite{},
 	}
 	if opts.MemoryBytes > 0 {
@@ -148,7 +137,7 @@ func New(ctx context.Context, store Store, tmpDir string, opts Options) (*Cache,
 	// Size accounting reads every entry; it runs in the background so a start
 	// with a large index is ready at once. Eviction waits for it.
 	c.loaded = make(chan struct{})
-	c.deleted = map[string]bool{}
+	c.deleted = map[keyID]bool{}
 	c.startAccounting = sync.OnceFunc(func() { go c.loadAccounting(context.WithoutCancel(ctx)) })
 	if !opts.DeferAccounting {
 		c.startAccounting()
@@ -163,14 +152,19 @@ func (c *Cache) StartAccounting() { c.startAccounting() }
 
 func (c *Cache) loadAccounting(ctx context.Context) {
 	defer close(c.loaded)
-	err := c.accountingWalk(ctx, func(e *Entry) error {
+	err := c.accountingWalk(ctx, func(r *accountRecord) error {
+		id := c.ids.idBytes(r.key)
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		// A key written or deleted since the walk began is already right.
-		if _, ok := c.keys[e.Key]; ok || c.deleted[e.Key] {
+		if _, ok := c.keys[id]; ok || c.deleted[id] {
 			return nil
 		}
-		c.account(e, e.FetchedAt.UnixNano())
+		var key string
+		if r.evictable {
+			key = string(r.key)
+		}
+		c.accountKey(id, key, r.evictable, r.digest, r.size, r.fetchedAt)
 		return nil
 	})
 	c.mu.Lock()
@@ -192,7 +186,7 @@ func (c *Cache) sweepUnnamedBlobs(ctx context.Context) {
 	var orphans []string
 	err := c.store.Blobs(ctx, func(d string, _ int64) error {
 		c.mu.Lock()
-		unnamed := c.blobs[d].refs == 0 && c.pending[d] == 0
+		unnamed := c.blobs[digestOf(d)].refs == 0 && c.pending[d] == 0
 		c.mu.Unlock()
 		if unnamed {
 			orphans = append(orphans, d)
@@ -209,7 +203,7 @@ func (c *Cache) sweepUnnamedBlobs(ctx context.Context) {
 		// retrying what a crash cut off) marks them pending under c.mu first,
 		// so it either keeps this blob or places its own after the unlink.
 		c.mu.Lock()
-		still := c.blobs[d].refs == 0 && c.pending[d] == 0
+		still := c.blobs[digestOf(d)].refs == 0 && c.pending[d] == 0
 		var err error
 		if still {
 			err = c.store.DeleteBlob(ctx, d)
@@ -225,26 +219,46 @@ func (c *Cache) sweepUnnamedBlobs(ctx context.Context) {
 	}
 }
 
+// accountRecord is what size accounting reads of one stored entry.
+type accountRecord struct {
+	key       []byte // valid only during the call it is handed to
+	digest    digest
+	size      int64
+	fetchedAt int64 // unix nanos: the last use of an entry not used since the start
+	evictable bool  // neither pinned nor hosted
+}
+
 // accountingWalk reads only what size accounting needs of each entry when the
 // store can hand over raw records, which is most of the cost of a large index.
-func (c *Cache) accountingWalk(ctx context.Context, fn func(*Entry) error) error {
+func (c *Cache) accountingWalk(ctx context.Context, fn func(*accountRecord) error) error {
 	rw, ok := c.store.(RawPrefixWalker)
 	if !ok {
-		return c.store.Entries(ctx, fn)
+		return c.store.Entries(ctx, func(e *Entry) error {
+			return fn(&accountRecord{key: []byte(e.Key), digest: digestOf(e.Digest), size: e.Size,
+				fetchedAt: e.FetchedAt.UnixNano(), evictable: evictable(e)})
+		})
 	}
-	return rw.RawEntriesWithPrefix(ctx, "", func(_, rec []byte) error {
+	var r accountRecord
+	return rw.RawEntriesWithPrefix(ctx, "", func(key, rec []byte) error {
+		// The record's key is the store's key: not decoded again.
 		var e struct {
-			Key       string    `json:"key"`
 			Digest    string    `json:"digest"`
 			Size      int64     `json:"size"`
 			FetchedAt time.Time `json:"fetchedAt"`
+			Pinned    bool      `json:"pinned"`
+			Hosted    bool      `json:"hosted"`
 		}
-		if err := json.Unmarshal(rec, &e); err != nil {
+		if err := gojson.Unmarshal(rec, &e); err != nil {
 			return err
 		}
-		return fn(&Entry{Key: e.Key, Digest: e.Digest, Size: e.Size, FetchedAt: e.FetchedAt})
+		r = accountRecord{key: key, digest: digestOf(e.Digest), size: e.Size, fetchedAt: e.FetchedAt.UnixNano(),
+			evictable: !e.Pinned && !e.Hosted}
+		return fn(&r)
 	})
 }
+
+// evictable says whether eviction may take e: never a pinned or hosted entry.
+func evictable(e *Entry) bool { return !e.Pinned && !e.Hosted }
 
 // Reload drops key from the memory tier and looks it up in the store again:
 // another replica may have written a newer entry.
@@ -262,20 +276,28 @@ func (c *Cache) WaitLoaded() { <-c.loaded }
 // c.mu must be held. It returns the digest of the blob e's key named before,
 // when no entry names it any more (see dropReplaced).
 func (c *Cache) account(e *Entry, lastUse int64) (replaced string) {
-	if _, ok := c.keys[e.Key]; ok {
-		replaced = c.unaccount(e.Key)
+	return c.accountKey(c.ids.id(e.Key), e.Key, evictable(e), digestOf(e.Digest), e.Size, lastUse)
+}
+
+// accountKey is account for the key with ID id, named key (which may be ""
+// when it is not evictable and not accounted yet), naming blob d.
+func (c *Cache) accountKey(id keyID, key string, evictable bool, d digest, size, lastUse int64) (replaced string) {
+	if _, ok := c.keys[id]; ok {
+		if old, orphaned := c.unaccountID(id, key); orphaned && old != d {
+			replaced = old.String()
+		}
 	}
-	if replaced == e.Digest {
-		replaced = ""
+	c.keys[id] = d
+	if evictable {
+		c.lru[key] = lastUse
 	}
-	c.keys[e.Key] = keyState{digest: e.Digest, lastUse: lastUse}
-	b := c.blobs[e.Digest]
+	b := c.blobs[d]
 	if b.refs == 0 {
-		c.diskUsed += e.Size
-		b.size = e.Size
+		c.diskUsed += size
+		b.size = size
 	}
 	b.refs++
-	c.blobs[e.Digest] = b
+	c.blobs[d] = b
 	return replaced
 }
 
@@ -294,7 +316,7 @@ func (c *Cache) dropReplaced(ctx context.Context, digest string) {
 	// (Only the local disk gets here: an unlink, not a network call.)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.blobs[digest].refs > 0 || c.readers[digest] > 0 || c.pending[digest] > 0 {
+	if c.blobs[digestOf(digest)].refs > 0 || c.readers[digest] > 0 || c.pending[digest] > 0 {
 		return
 	}
 	if err := c.store.DeleteBlob(ctx, digest); err != nil {
@@ -305,19 +327,29 @@ func (c *Cache) dropReplaced(ctx context.Context, digest string) {
 // unaccount reverses account for key and returns the digest of a blob that no
 // entry names any more ("" when it is still named).
 func (c *Cache) unaccount(key string) string {
-	k, ok := c.keys[key]
-	if !ok {
-		return ""
+	if d, orphaned := c.unaccountID(c.ids.id(key), key); orphaned {
+		return d.String()
 	}
-	delete(c.keys, key)
-	b := c.blobs[k.digest]
-	if b.refs--; b.refs <= 0 {
-		delete(c.blobs, k.digest)
-		c.diskUsed -= b.size
-		return k.digest
-	}
-	c.blobs[k.digest] = b
 	return ""
+}
+
+// unaccountID is unaccount for the key with ID id, named key: the blob the key
+// named, and whether no entry names it any more.
+func (c *Cache) unaccountID(id keyID, key string) (digest, bool) {
+	d, ok := c.keys[id]
+	if !ok {
+		return d, false
+	}
+	delete(c.keys, id)
+	delete(c.lru, key)
+	b := c.blobs[d]
+	if b.refs--; b.refs <= 0 {
+		delete(c.blobs, d)
+		c.diskUsed -= b.size
+		return d, true
+	}
+	c.blobs[d] = b
+	return d, false
 }
 
 // Store is the backend under the cache.
@@ -362,9 +394,8 @@ func (c *Cache) remember(h *Hot) {
 func (c *Cache) touch(key string) {
 	now := time.Now().UnixNano()
 	c.mu.Lock()
-	if k, ok := c.keys[key]; ok {
-		k.lastUse = now
-		c.keys[key] = k
+	if _, ok := c.lru[key]; ok {
+		c.lru[key] = now
 	}
 	c.mu.Unlock()
 }
@@ -523,7 +554,7 @@ func (c *Cache) Delete(ctx context.Context, key string) error {
 	}
 	c.mu.Lock()
 	if c.deleted != nil {
-		c.deleted[key] = true
+		c.deleted[c.ids.id(key)] = true
 	}
 	orphan := c.unaccount(key)
 	// A write about to name the same blob (a grouped one waits for its round)
@@ -555,9 +586,11 @@ func (c *Cache) evict(ctx context.Context) {
 		key string
 		at  int64
 	}
-	cands := make([]cand, 0, len(c.keys))
-	for k, st := range c.keys {
-		cands = append(cands, cand{k, st.lastUse})
+	// Only keys eviction may take are candidates: pinned and hosted entries
+	// are not even remembered by name.
+	cands := make([]cand, 0, len(c.lru))
+	for k, at := range c.lru {
+		cands = append(cands, cand{k, at})
 	}
 	c.mu.Unlock()
 	sort.Slice(cands, func(i, j int) bool { return cands[i].at < cands[j].at })

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -36,10 +37,49 @@ var metaBucket = []byte("meta")
 type Disk struct {
 	dir string
 	db  *bolt.DB
-	// verified holds digests whose file was hashed since this process started;
-	// a blob changed on disk while the mirror was stopped is caught on first use.
-	verified sync.Map
+	// verified holds digests whose file was written or hashed since this
+	// process started (the most recently used of them); a blob changed on
+	// disk while the mirror was stopped is caught on first use.
+	verified verifiedSet
+	// releasing is set while a drop of the index's mapped pages is due.
+	releasing atomic.Bool
 }
+
+// The index's pages and this process's memory: bbolt reads the index through
+// a shared mapping of index.db, and every page a lookup, a write or a walk
+// touched stays counted in the process's resident memory until it is
+// unmapped. A walk of a million entries (the start-up accounting, the
+// catalogue) touches them all: well over a gigabyte that is the kernel's page
+// cache anyway, and that only a miss or a sync reads again. So the store drops
+// the pages it touched from the process (dropResident) at the end of every
+// walk, every walkDropEvery records of one, and indexReleaseDelay after any
+// other use of the index; what is read again is mapped again from the page
+// cache, at the cost of a minor page fault.
+const (
+	walkDropEvery     = 1 << 16
+	indexReleaseDelay = time.Second
+)
+
+// releaseSoon schedules a drop of the index's pages (see above), unless one
+// is scheduled already.
+func (d *Disk) releaseSoon() {
+	if !d.releasing.Load() && d.releasing.CompareAndSwap(false, true) {
+		time.AfterFunc(indexReleaseDelay, d.release)
+	}
+}
+
+// release drops the index's pages from this process's memory now.
+func (d *Disk) release() {
+	d.releasing.Store(false)
+	d.db.View(func(tx *bolt.Tx) error { // fails harmlessly once closed
+		d.dropMapped(tx)
+		return nil
+	})
+}
+
+// dropMapped drops the index's pages; within tx, which keeps bbolt from
+// mapping the file anew meanwhile.
+func (d *Disk) dropMapped(tx *bolt.Tx) { dropResident(d.db.Info().Data, tx.Size()) }
 
 // OpenDisk opens (creating if needed) the store in dir. Temporary files left by
 // an earlier crash are removed.
@@ -138,6 +178,7 @@ func (d *Disk) Entry(_ context.Context, key string) (*Entry, error) {
 		e = new(Entry)
 		return json.Unmarshal(v, e)
 	})
+	d.releaseSoon()
 	return e, err
 }
 
@@ -156,6 +197,7 @@ func (d *Disk) PutEntry(_ context.Context, e *Entry) error {
 	}
 	// Batch lets concurrent writers (a sync with several jobs) share one
 	// commit and its fsync; each still returns only once its write is durable.
+	defer d.releaseSoon()
 	return d.db.Batch(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(entriesBucket).Put([]byte(e.Key), v); err != nil {
 			return err
@@ -237,9 +279,14 @@ func (d *Disk) MetaBatches(ctx context.Context, prefix string, workers int, fn f
 				return false
 			}
 		}
+		defer d.dropMapped(tx)
 		c := tx.Bucket(metaBucket).Cursor()
 		p := []byte(prefix)
+		n := 0
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			if n++; n%walkDropEvery == 0 {
+				d.dropMapped(tx)
+			}
 			up, meta, ok := bytes.Cut(v, []byte{'\n'})
 			if !ok {
 				continue
@@ -276,6 +323,7 @@ func (d *Disk) MetaBatches(ctx context.Context, prefix string, workers int, fn f
 // MetaKeys implements MetaWalker.
 func (d *Disk) MetaKeys(ctx context.Context, prefix string, fn func(key []byte) error) error {
 	return d.db.View(func(tx *bolt.Tx) error {
+		defer d.dropMapped(tx)
 		c := tx.Bucket(metaBucket).Cursor()
 		p := []byte(prefix)
 		n := 0
@@ -284,6 +332,9 @@ func (d *Disk) MetaKeys(ctx context.Context, prefix string, fn func(key []byte) 
 				if err := ctx.Err(); err != nil {
 					return err
 				}
+			}
+			if n%walkDropEvery == 0 {
+				d.dropMapped(tx)
 			}
 			if err := fn(k); err != nil {
 				return err
@@ -296,6 +347,7 @@ func (d *Disk) MetaKeys(ctx context.Context, prefix string, fn func(key []byte) 
 // PutEntries records many entries in one transaction (one fsync): bulk
 // imports and tests that need a large index fast.
 func (d *Disk) PutEntries(_ context.Context, es []*Entry) error {
+	defer d.releaseSoon()
 	// In key order, so the transaction walks the index's pages once; stable,
 	// so a key written twice keeps its later record.
 	es = slices.Clone(es)
@@ -328,6 +380,7 @@ const bulkFill = 0.9
 
 // DeleteEntry implements Store.
 func (d *Disk) DeleteEntry(_ context.Context, key string) error {
+	defer d.releaseSoon()
 	return d.db.Batch(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(metaBucket).Delete([]byte(key)); err != nil {
 			return err
@@ -339,7 +392,12 @@ func (d *Disk) DeleteEntry(_ context.Context, key string) error {
 // Entries implements Store.
 func (d *Disk) Entries(_ context.Context, fn func(*Entry) error) error {
 	return d.db.View(func(tx *bolt.Tx) error {
+		defer d.dropMapped(tx)
+		n := 0
 		return tx.Bucket(entriesBucket).ForEach(func(_, v []byte) error {
+			if n++; n%walkDropEvery == 0 {
+				d.dropMapped(tx)
+			}
 			e := new(Entry)
 			if err := json.Unmarshal(v, e); err != nil {
 				return err
@@ -353,9 +411,14 @@ func (d *Disk) Entries(_ context.Context, fn func(*Entry) error) error {
 // one kind of entry does not decode the others.
 func (d *Disk) EntriesWithPrefix(_ context.Context, prefix string, fn func(*Entry) error) error {
 	return d.db.View(func(tx *bolt.Tx) error {
+		defer d.dropMapped(tx)
 		c := tx.Bucket(entriesBucket).Cursor()
 		p := []byte(prefix)
+		n := 0
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			if n++; n%walkDropEvery == 0 {
+				d.dropMapped(tx)
+			}
 			e := new(Entry)
 			if err := json.Unmarshal(v, e); err != nil {
 				return err
@@ -371,9 +434,14 @@ func (d *Disk) EntriesWithPrefix(_ context.Context, prefix string, fn func(*Entr
 // RawEntriesWithPrefix implements RawPrefixWalker.
 func (d *Disk) RawEntriesWithPrefix(_ context.Context, prefix string, fn func(key, record []byte) error) error {
 	return d.db.View(func(tx *bolt.Tx) error {
+		defer d.dropMapped(tx)
 		c := tx.Bucket(entriesBucket).Cursor()
 		p := []byte(prefix)
+		n := 0
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			if n++; n%walkDropEvery == 0 {
+				d.dropMapped(tx)
+			}
 			if err := fn(k, v); err != nil {
 				return err
 			}
@@ -419,7 +487,7 @@ func (d *Disk) moveIntoPlace(s *Staged) (path, dir string, err error) {
 		return "", "", err
 	}
 	dir = filepath.Dir(p)
-	if _, ok := d.verified.Load(s.Digest); ok {
+	if d.verified.has(s.Digest) {
 		if fi, err := os.Stat(p); err == nil && fi.Size() == s.Size {
 			s.Discard()
 			return "", dir, nil
@@ -439,7 +507,7 @@ func (d *Disk) moveIntoPlace(s *Staged) (path, dir string, err error) {
 	}
 	s.file.Close()
 	s.file = nil
-	d.verified.Store(s.Digest, true)
+	d.verified.add(s.Digest)
 	return p, dir, nil
 }
 
@@ -544,7 +612,7 @@ func (d *Disk) Open(_ context.Context, digest string) (Blob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: %w", digest, err)
 	}
-	if _, ok := d.verified.Load(digest); ok {
+	if d.verified.has(digest) {
 		return f, nil
 	}
 	h := sha256.New()
@@ -560,7 +628,7 @@ func (d *Disk) Open(_ context.Context, digest string) (Blob, error) {
 		f.Close()
 		return nil, err
 	}
-	d.verified.Store(digest, true)
+	d.verified.add(digest)
 	return f, nil
 }
 
@@ -570,7 +638,7 @@ func (d *Disk) DeleteBlob(_ context.Context, digest string) error {
 	if err != nil {
 		return err
 	}
-	d.verified.Delete(digest)
+	d.verified.remove(digest)
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
