@@ -84,6 +84,7 @@ type Catalogue struct {
 	syncs map[string]time.Time
 
 	index     atomic.Pointer[pattern.Index[*mappingVal]]
+	ignore    atomic.Bool // see IgnoreNotes
 	dirty     chan struct{}
 	onBuilt   func(patterns int)
 	lastBuild atomic.Int64 // nanoseconds the last index build took
@@ -283,6 +284,13 @@ func indexBatches(in <-chan *loadedBatch, hint int) *pattern.Index[*mappingVal] 
 	return b.Index()
 }
 
+// IgnoreNotes makes Note keep nothing: for a process that only syncs
+// (regmirror sync), which never answers from the catalogue. A sync of a large
+// repository would otherwise hold every item version it stores in memory (a
+// few hundred megabytes at 100,000 mappings) and rebuild the pattern index as
+// it goes; the serve that opens the store later reads them from there.
+func (c *Catalogue) IgnoreNotes() { c.ignore.Store(true) }
+
 // Note records a stored item version and schedules an index rebuild when
 // it is a mapping.
 func (c *Catalogue) Note(e *cache.Entry) {
@@ -294,6 +302,9 @@ func (c *Catalogue) Note(e *cache.Entry) {
 // NoteMeta is Note for a caller that has parsed e.Meta already (m): a sync,
 // which needs the files an item names too, parses it once.
 func (c *Catalogue) NoteMeta(e *cache.Entry, m ItemMeta) {
+	if c.ignore.Load() {
+		return
+	}
 	c.mu.Lock()
 	c.items[e.Key] = &heldItem{meta: m.lite(), upstream: e.Upstream}
 	c.mu.Unlock()

@@ -138,14 +138,20 @@ func (s *Server) Load(ctx context.Context) error { return s.load(ctx, true) }
 
 // LoadForSync is Load for `regmirror sync`, whose pattern index nothing
 // queries: it is not rebuilt as items arrive (a sync of thousands of
-// mappings would rebuild it every few hundred milliseconds).
+// mappings would rebuild it every few hundred milliseconds), and the
+// catalogue is neither read nor kept (at 100,000 mappings, a few hundred
+// megabytes); the serve that opens the store later reads it from there.
 func (s *Server) LoadForSync(ctx context.Context) error { return s.load(ctx, false) }
 
 func (s *Server) load(ctx context.Context, liveIndex bool) error {
 	// Loading a large catalogue allocates much and keeps most of it: collecting
 	// less often meanwhile shortens the time to ready by a good part.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	if err := s.hy.Load(ctx, s.cache.Store()); err != nil {
+	if !liveIndex {
+		// Nothing is answered from the catalogue of a sync: it is neither
+		// read nor kept (catalogue.IgnoreNotes).
+		s.hy.IgnoreNotes()
+	} else if err := s.hy.Load(ctx, s.cache.Store()); err != nil {
 		return fmt.Errorf("load hydrilla catalogue: %w", err)
 	}
 	s.ready.Store(true)
@@ -153,6 +159,14 @@ func (s *Server) load(ctx context.Context, liveIndex bool) error {
 	// both cores; it is not needed to answer requests.
 	s.cache.StartAccounting()
 	if liveIndex {
+		go func() {
+			s.cache.WaitLoaded()
+			// What start-up decoded and let go of (the catalogue's records,
+			// collected less often meanwhile, and the accounting's) would
+			// otherwise stay resident until the runtime hands it back bit by
+			// bit: return it now, once.
+			debug.FreeOSMemory()
+		}()
 		go s.hy.Run(ctx)
 	}
 	if s.fleet != nil {
