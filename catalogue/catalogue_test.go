@@ -54,3 +54,25 @@ func TestLoadIndexesAsRebuildDoes(t *testing.T) {
 	}
 	d.Close()
 }
+
+// A catalogue told to ignore notes (regmirror sync's) keeps nothing of what
+// is stored, and its index stays empty; the store still has it all.
+func TestIgnoredNotesAreNotKept(t *testing.T) {
+	it := &hydrilla.Item{Type: hydrilla.TypeMapping, Identifier: "m", Version: hydrilla.Version{1},
+		Patterns: []string{"https://m.example/***"}}
+	e := &cache.Entry{Key: string(engine.HydrillaItem(hydrilla.ItemRef{Type: it.Type, Identifier: it.Identifier, Version: it.Version})),
+		Status: 200, Class: cache.Immutable, FetchedAt: time.Now(), Meta: MetaOf(it)}
+	c := New(nil)
+	c.IgnoreNotes()
+	c.Note(e)
+	c.Rebuild()
+	if c.Size() != 0 || c.Patterns() != 0 {
+		t.Errorf("ignoring notes, the catalogue holds %d item versions and %d patterns", c.Size(), c.Patterns())
+	}
+	kept := New(nil)
+	kept.Note(e)
+	kept.Rebuild()
+	if kept.Size() != 1 || kept.Patterns() != 1 {
+		t.Errorf("a catalogue noting holds %d item versions and %d patterns, want 1 and 1", kept.Size(), kept.Patterns())
+	}
+}

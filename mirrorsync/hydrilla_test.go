@@ -84,3 +84,29 @@ func sameLists(t *testing.T, a, b []byte) bool {
 	}
 	return keys(la) == keys(lb)
 }
+
+// A sync fetches each file once, however many items name it (the generated
+// repository's license is named by many), though each item's files are
+// fetched by the job that fetched the item, several jobs at once.
+func TestHydrillaSyncFetchesEachFileOnce(t *testing.T) {
+	repo, up := hydrillatest.StartGenerated(t, 40, 9)
+	m := startMirror(t, nil, []string{up})
+	res := m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: 3})
+	if len(res) != 1 || !res[0].OK() || res[0].Files != len(repo.Files()) {
+		t.Fatalf("sync: %+v (files %d)", res[0], len(repo.Files()))
+	}
+	asked := map[string]int{}
+	for _, r := range repo.Requests() {
+		if strings.Contains(r, "/file/sha256/") {
+			asked[r]++
+		}
+	}
+	if len(asked) != len(repo.Files()) {
+		t.Errorf("%d distinct files asked for, want %d", len(asked), len(repo.Files()))
+	}
+	for r, n := range asked {
+		if n != 1 {
+			t.Errorf("%s asked for %d times", r, n)
+		}
+	}
+}
