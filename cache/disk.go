@@ -57,7 +57,7 @@ type Disk struct {
 // cache, at the cost of a minor page fault.
 const (
 	walkDropEvery     = 1 << 16
-	indexReleaseDelay = time.Second
+	indexReleaseDelay = 200 * time.Millisecond
 )
 
 // releaseSoon schedules a drop of the index's pages (see above), unless one
