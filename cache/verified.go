@@ -3,8 +3,8 @@ package cache
 import "sync"
 
 // verifiedMax bounds each generation of a verifiedSet: two generations of
-// 128 Ki digests are at most about 10 MiB, however many blobs the store holds.
-const verifiedMax = 1 << 17
+// 32 Ki digests are a few MiB, however many blobs the store holds.
+const verifiedMax = 1 << 15
 
 // verifiedSet remembers the blobs this process wrote or hashed, so they are
 // not hashed again on every open; the most recently used of them, not all:

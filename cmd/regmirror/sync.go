@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -56,6 +57,12 @@ func syncCmd(c *cli.Context) error {
 	if err := m.Server.LoadForSync(ctx); err != nil {
 		return err
 	}
+	// What a sync keeps for long (the size accounting, the files it takes,
+	// the list it walks) is nearly all without pointers, which a collection
+	// need not scan: collecting twice as often costs little, and keeps the
+	// heap's peak at 1.5 times what is live rather than twice (issue 17: a
+	// sync of 100,000 mappings within 512 MiB).
+	debug.SetGCPercent(50)
 	// The start-up accounting ends with the sweep of blobs no entry names (what
 	// a killed sync left between a blob's rename and its group's commit). A
 	// sync with little to do would otherwise exit before it ran, leaving them.
