@@ -347,7 +347,10 @@ func (d *Disk) MetaKeys(ctx context.Context, prefix string, fn func(key []byte) 
 // PutEntries records many entries in one transaction (one fsync): bulk
 // imports and tests that need a large index fast.
 func (d *Disk) PutEntries(_ context.Context, es []*Entry) error {
-	defer d.releaseSoon()
+	// A round of a sync's writes touches a page or two of the index per
+	// entry, all over it: released at once, not after a delay, since the
+	// next round follows closely.
+	defer d.release()
 	// In key order, so the transaction walks the index's pages once; stable,
 	// so a key written twice keeps its later record.
 	es = slices.Clone(es)
