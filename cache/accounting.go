@@ -27,16 +27,6 @@ func digestOf(s string) digest {
 	return d
 }
 
-// digestOfBytes is digestOf for bytes (a record being decoded).
-func digestOfBytes(b []byte) digest {
-	var d digest
-	if len(b) != 64 || !validDigest(string(b)) {
-		return d
-	}
-	hex.Decode(d[:], b)
-	return d
-}
-
 // String is the digest's lowercase hex, or "" for the zero digest.
 func (d digest) String() string {
 	if d == (digest{}) {
