@@ -322,8 +322,10 @@ func (d *Disk) MetaBatches(ctx context.Context, prefix string, workers int, fn f
 
 // MetaKeys implements MetaWalker.
 func (d *Disk) MetaKeys(ctx context.Context, prefix string, fn func(key []byte) error) error {
+	// The pages stay mapped: the catalogue walks the same records next
+	// (MetaBatches), and faulting them in is most of what this walk costs.
+	// That walk drops them.
 	return d.db.View(func(tx *bolt.Tx) error {
-		defer d.dropMapped(tx)
 		c := tx.Bucket(metaBucket).Cursor()
 		p := []byte(prefix)
 		n := 0
@@ -332,9 +334,6 @@ func (d *Disk) MetaKeys(ctx context.Context, prefix string, fn func(key []byte) 
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-			}
-			if n%walkDropEvery == 0 {
-				d.dropMapped(tx)
 			}
 			if err := fn(k); err != nil {
 				return err
