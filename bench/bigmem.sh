@@ -35,6 +35,7 @@
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. bench/static.sh
 OUT=${OUT:-$ROOT/bench/out}
 SYNC_MAPPINGS=${SYNC_MAPPINGS:-100000}
 SYNC_JOBS=${SYNC_JOBS:-4}
@@ -83,32 +84,8 @@ fi
 
 mapfile -t P < <("$TOOL" ports 3)
 PORT=${P[0]}
-mkdir -p "$WORK/nginx/logs"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-error_log $WORK/nginx/logs/error.log warn;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    default_type application/json;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    server {
-        listen 127.0.0.1:$PORT;
-        root $REPO;
-        location / { try_files \$uri =404; }
-    }
-}
-EOF
-"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' >"$LOGS/bigmem-nginx.log" 2>&1 &
-PIDS+=($!)
+start_static "$WORK" "$REPO" "$PORT" "$LOGS/bigmem-nginx.log"
+PIDS+=($STATIC_PID)
 BASE=http://127.0.0.1:$PORT
 for _ in $(seq 50); do curl -sf -o /dev/null "$BASE/list_all" && break; sleep 0.1; done
 log "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"

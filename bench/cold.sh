@@ -20,6 +20,7 @@
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+. bench/static.sh
 OUT=${OUT:-$ROOT/bench/out}
 COLD_OBJECTS=${COLD_OBJECTS:-1000}
 COLD_CONC=${COLD_CONC:-16}
@@ -61,32 +62,8 @@ find "$REPO/file/sha256" -type f -printf '%f\n' | sort | sed -n "1,${COLD_OBJECT
 
 mapfile -t P < <("$TOOL" ports 2)
 PORT=${P[0]} RMPORT=${P[1]}
-mkdir -p "$WORK/nginx/logs"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-error_log $WORK/nginx/logs/error.log warn;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    default_type application/json;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    server {
-        listen 127.0.0.1:$PORT;
-        root $REPO;
-        location / { try_files \$uri =404; }
-    }
-}
-EOF
-"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' >"$LOGS/cold-nginx.log" 2>&1 &
-NGPID=$!
+start_static "$WORK" "$REPO" "$PORT" "$LOGS/cold-nginx.log"
+NGPID=$STATIC_PID
 BASE=http://127.0.0.1:$PORT
 "$TOOL" wait -url "$BASE/list_all" -timeout 10s
 # Warm the page cache with the files fetched (the upstream side reads them).
