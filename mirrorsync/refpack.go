@@ -115,16 +115,7 @@ func (s *Syncer) refPackOne(ctx context.Context, up *upstream.Upstream, o Option
 		note(j.id+"@"+j.version+"/meta", a, err, true)
 		progress(j.id+"@"+j.version, 0)
 	})
-	if err := group.Wait(); err != nil && res.Err == nil {
-		res.Err = fmt.Errorf("record what was fetched from %s: %w", up.Base, err)
-	}
-	if ctx.Err() != nil {
-		res.Err = ctx.Err()
-		return res
-	}
-	if res.OK() {
-		s.markSynced(ctx, "refpack", up.Base, string(engine.RefPackSync(up.Base)))
-	}
+	s.finish(ctx, group, res, engine.RefPackSync(up.Base))
 	return res
 }
 

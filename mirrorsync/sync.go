@@ -264,15 +264,7 @@ func (s *Syncer) hydrillaOne(ctx context.Context, up *upstream.Upstream, o Optio
 		record("file", "file/sha256/"+fileList[i], a, err)
 		progress("file/sha256/" + fileList[i])
 	})
-	if err := group.Wait(); err != nil && res.Err == nil {
-		res.Err = fmt.Errorf("record what was fetched from %s: %w", up.Base, err)
-	}
-	if ctx.Err() != nil {
-		res.Err = ctx.Err()
-		return res
-	}
-	if res.OK() {
-		s.markSynced(ctx, "hydrilla", up.Base, string(engine.HydrillaSync(up.Base)))
+	if s.finish(ctx, group, res, engine.HydrillaSync(up.Base)) {
 		s.p.Catalogue.MarkSynced(up.Base, time.Now())
 	}
 	return res
@@ -347,6 +339,24 @@ func parallel(ctx context.Context, jobs, n int, fn func(i int)) {
 		}(i)
 	}
 	wg.Wait()
+}
+
+// finish is the end both APIs' syncs share: it waits until the group has
+// recorded what was fetched, and marks the upstream synced (reporting true)
+// only when every object came and the sync was not cancelled.
+func (s *Syncer) finish(ctx context.Context, group *cache.Group, res *Result, key engine.Key) bool {
+	if err := group.Wait(); err != nil && res.Err == nil {
+		res.Err = fmt.Errorf("record what was fetched from %s: %w", res.Upstream, err)
+	}
+	if ctx.Err() != nil {
+		res.Err = ctx.Err()
+		return false
+	}
+	if !res.OK() {
+		return false
+	}
+	s.markSynced(ctx, res.API, res.Upstream, string(key))
+	return true
 }
 
 // markSynced records a complete sync of an upstream in the store (so /query
