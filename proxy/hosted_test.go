@@ -29,16 +29,8 @@ func TestHostedZipOnTheFastLane(t *testing.T) {
 	reg, up := newRegistry(t)
 	m := startMirror(t, "", []string{up}, nil, withHosted(t))
 	zip := registrytest.MakeZip("rates", "1.0.0")
-	req, _ := http.NewRequest(http.MethodPost, m.URL+"/packages", bytes.NewReader(zip))
-	req.Header.Set("Content-Type", "application/zip")
-	req.Header.Set("Authorization", "Bearer test-key")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("push: %d", resp.StatusCode)
+	if r := pushRaw(t, m, "test-key", zip); r.Status != http.StatusOK {
+		t.Fatalf("push: %d", r.Status)
 	}
 	target := "/packages/ourco/rates?version=1.0.0"
 	warmFast(t, m, target) // answered on the lane at least once
@@ -97,16 +89,8 @@ func TestHostedZipOnTheFastLane(t *testing.T) {
 func TestHostedJSONAnswersIfNoneMatch(t *testing.T) {
 	_, up := newRegistry(t)
 	m := startMirror(t, "", []string{up}, nil, withHosted(t))
-	req, _ := http.NewRequest(http.MethodPost, m.URL+"/packages", bytes.NewReader(registrytest.MakeZip("rates", "1.0.0")))
-	req.Header.Set("Content-Type", "application/zip")
-	req.Header.Set("Authorization", "Bearer test-key")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("push: %d", resp.StatusCode)
+	if r := pushRaw(t, m, "test-key", registrytest.MakeZip("rates", "1.0.0")); r.Status != http.StatusOK {
+		t.Fatalf("push: %d", r.Status)
 	}
 	for _, path := range []string{"/packages/ourco/rates/meta", "/packages/ourco/rates/meta?version=1.0.0",
 		"/packages/ourco/rates/versions", "/packages/ourco/rates/data?version=1.0.0"} {
