@@ -392,14 +392,15 @@ func (d *Disk) DeleteEntry(_ context.Context, key string) error {
 }
 
 // Entries implements Store.
-func (d *Disk) Entries(_ context.Context, fn func(*Entry) error) error {
+func (d *Disk) Entries(ctx context.Context, fn func(*Entry) error) error {
+	return d.EntriesWithPrefix(ctx, "", fn)
+}
+
+// EntriesWithPrefix implements PrefixWalker with a cursor seek, so a walk of
+// one kind of entry does not decode the others.
+func (d *Disk) EntriesWithPrefix(_ context.Context, prefix string, fn func(*Entry) error) error {
 	return d.db.View(func(tx *bolt.Tx) error {
-		defer d.dropMapped(tx)
-		n := 0
-		return tx.Bucket(entriesBucket).ForEach(func(_, v []byte) error {
-			if n++; n%walkDropEvery == 0 {
-				d.dropMapped(tx)
-			}
+		return d.walkPrefix(tx, entriesBucket, prefix, func(_, v []byte) error {
 			e := new(Entry)
 			if err := json.Unmarshal(v, e); err != nil {
 				return err
@@ -409,47 +410,30 @@ func (d *Disk) Entries(_ context.Context, fn func(*Entry) error) error {
 	})
 }
 
-// EntriesWithPrefix implements PrefixWalker with a cursor seek, so a walk of
-// one kind of entry does not decode the others.
-func (d *Disk) EntriesWithPrefix(_ context.Context, prefix string, fn func(*Entry) error) error {
-	return d.db.View(func(tx *bolt.Tx) error {
-		defer d.dropMapped(tx)
-		c := tx.Bucket(entriesBucket).Cursor()
-		p := []byte(prefix)
-		n := 0
-		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			if n++; n%walkDropEvery == 0 {
-				d.dropMapped(tx)
-			}
-			e := new(Entry)
-			if err := json.Unmarshal(v, e); err != nil {
-				return err
-			}
-			if err := fn(e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
 // RawEntriesWithPrefix implements RawPrefixWalker.
 func (d *Disk) RawEntriesWithPrefix(_ context.Context, prefix string, fn func(key, record []byte) error) error {
 	return d.db.View(func(tx *bolt.Tx) error {
-		defer d.dropMapped(tx)
-		c := tx.Bucket(entriesBucket).Cursor()
-		p := []byte(prefix)
-		n := 0
-		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			if n++; n%walkDropEvery == 0 {
-				d.dropMapped(tx)
-			}
-			if err := fn(k, v); err != nil {
-				return err
-			}
-		}
-		return nil
+		return d.walkPrefix(tx, entriesBucket, prefix, fn)
 	})
+}
+
+// walkPrefix calls fn, within tx, for every record of bucket whose key starts
+// with prefix, in key order, until fn fails. It drops the index's pages from
+// the process every walkDropEvery records and at the end (see dropResident).
+func (d *Disk) walkPrefix(tx *bolt.Tx, bucket []byte, prefix string, fn func(k, v []byte) error) error {
+	defer d.dropMapped(tx)
+	c := tx.Bucket(bucket).Cursor()
+	p := []byte(prefix)
+	n := 0
+	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		if n++; n%walkDropEvery == 0 {
+			d.dropMapped(tx)
+		}
+		if err := fn(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Commit implements Store: the staged file is fsynced and renamed into
