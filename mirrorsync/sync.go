@@ -85,9 +85,6 @@ type Options struct {
 	Owners      []string // RefPack owners to take (empty: all)
 	// Progress, when set, is told after every object.
 	Progress func(Progress)
-	// NoIndex leaves the /query pattern index unbuilt at the end: for
-	// regmirror sync, which ends with the sync and answers no query.
-	NoIndex bool
 }
 
 // Progress is the running count of one upstream's sync.
@@ -141,9 +138,9 @@ func (s *Syncer) Hydrilla(ctx context.Context, o Options) []*Result {
 	for _, up := range s.p.Hydrilla.Upstreams() {
 		out = append(out, s.hydrillaOne(ctx, up, o))
 	}
-	if !o.NoIndex {
-		s.p.Catalogue.Rebuild()
-	}
+	// With what the sync stored. In regmirror sync, which answers no query,
+	// the catalogue keeps nothing (catalogue.IgnoreNotes): an empty build.
+	s.p.Catalogue.Rebuild()
 	return out
 }
 

@@ -69,7 +69,7 @@ func syncCmd(c *cli.Context) error {
 	m.Cache.WaitLoaded()
 	opts := mirrorsync.Options{
 		Jobs: c.Int("jobs"), AllVersions: c.Bool("all-versions"),
-		Packages: c.StringSlice("package"), Owners: c.StringSlice("owner"), NoIndex: true,
+		Packages: c.StringSlice("package"), Owners: c.StringSlice("owner"),
 	}
 	rep := newReporter(os.Stderr, log)
 	opts.Progress = rep.progress
