@@ -324,6 +324,15 @@ func (c *Cache) dropReplaced(ctx context.Context, digest string) {
 	}
 }
 
+// uncount takes one from k's count in m, dropping k at zero: the counts of
+// blobs being read or written (readers, pending, placing), which stay small
+// maps.
+func uncount(m map[string]int, k string) {
+	if m[k]--; m[k] <= 0 {
+		delete(m, k)
+	}
+}
+
 // unaccount reverses account for key and returns the digest of a blob that no
 // entry names any more ("" when it is still named).
 func (c *Cache) unaccount(key string) string {
@@ -443,9 +452,7 @@ func (c *Cache) Put(ctx context.Context, e *Entry, s *Staged) (*Hot, error) {
 			}
 			released = true
 			c.mu.Lock()
-			if c.pending[digest]--; c.pending[digest] <= 0 {
-				delete(c.pending, digest)
-			}
+			uncount(c.pending, digest)
 			c.mu.Unlock()
 		}
 		defer release()
@@ -521,10 +528,7 @@ func (c *Cache) Open(ctx context.Context, e *Entry) (Blob, error) {
 	c.mu.Unlock()
 	return &trackedBlob{Blob: b, release: func() {
 		c.mu.Lock()
-		c.readers[e.Digest]--
-		if c.readers[e.Digest] <= 0 {
-			delete(c.readers, e.Digest)
-		}
+		uncount(c.readers, e.Digest)
 		c.mu.Unlock()
 	}}, nil
 }

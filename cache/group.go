@@ -281,12 +281,8 @@ func (c *Cache) recordRound(r *persistedRound) {
 		}
 		c.commit.queued.Add(-1)
 		if w.placed != "" {
-			if c.pending[w.placed]--; c.pending[w.placed] <= 0 {
-				delete(c.pending, w.placed)
-			}
-			if c.commit.placing[w.placed]--; c.commit.placing[w.placed] <= 0 {
-				delete(c.commit.placing, w.placed)
-			}
+			uncount(c.pending, w.placed)
+			uncount(c.commit.placing, w.placed)
 		}
 		if w.err == nil {
 			if d := c.account(e, now); d != "" {
@@ -350,12 +346,8 @@ func (c *Cache) putGrouped(ctx context.Context, gs GroupStore, g *Group, e *Entr
 		w.placed = e.Digest
 		if err := gs.Place(ctx, s); err != nil {
 			c.mu.Lock()
-			if c.pending[e.Digest]--; c.pending[e.Digest] <= 0 {
-				delete(c.pending, e.Digest)
-			}
-			if c.commit.placing[e.Digest]--; c.commit.placing[e.Digest] <= 0 {
-				delete(c.commit.placing, e.Digest)
-			}
+			uncount(c.pending, e.Digest)
+			uncount(c.commit.placing, e.Digest)
 			c.mu.Unlock()
 			return nil, err
 		}
