@@ -114,12 +114,22 @@ func retainedHeap(mk func() any) uint64 {
 	return after.HeapAlloc - before.HeapAlloc
 }
 
-func BenchmarkMatch(b *testing.B) {
+func BenchmarkMatch(b *testing.B) { benchmarkMatch(b, 0) }
+
+// BenchmarkMatchShards is BenchmarkMatch over an index built by Shards (as
+// the catalogue builds it at start-up), which looks each node up in its
+// shard's part.
+func BenchmarkMatchShards(b *testing.B) { benchmarkMatch(b, 2) }
+
+func benchmarkMatch(b *testing.B, shards int) {
 	for _, n := range benchSizes {
 		items := benchItems(n)
 		ix, errs := Build(items)
 		if errs != nil {
 			b.Fatal(errs)
+		}
+		if shards > 0 {
+			ix = buildShards(items, shards)
 		}
 		raw := benchURLs(items)
 		parsed := make([]Pattern, len(raw))

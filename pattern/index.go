@@ -1,6 +1,10 @@
 package pattern
 
-import "fmt"
+import (
+	"fmt"
+	"math/bits"
+	"sync"
+)
 
 // Item is one pattern to index together with the value a match yields
 // (typically the mapping it came from).
@@ -18,9 +22,21 @@ type Item[V any] struct {
 type Index[V any] struct {
 	// roots maps a (scheme, port) key to the root of its host trie.
 	roots map[rootKey]uint32
-	// edges holds every literal child of every node (host and path
-	// nodes alike: node ids are unique across both). One flat map is far
-	// cheaper to build and to keep than a map per node.
+	// parts hold the nodes and leaves: one part for an index built on one
+	// goroutine; for one built by Shards, the roots in part 0 and each
+	// shard's subtrees in a part of its own. A node or leaf id says which
+	// part it is in (id>>shift) and where (id&mask).
+	parts []part[V]
+	shift uint
+	mask  uint32
+	n     int
+}
+
+// part is one piece of an Index, made by one Builder.
+type part[V any] struct {
+	// edges holds every literal child of every node of the part (host and
+	// path nodes alike: node ids are unique across both). One flat map is
+	// far cheaper to build and to keep than a map per node.
 	edges map[edge]uint32
 	// nodes[0] is unused so that 0 can mean "absent" in slots.
 	nodes []node
@@ -29,7 +45,6 @@ type Index[V any] struct {
 	// the others, each in insertion order. Leaf 0 is unused.
 	offsets []uint32
 	vals    []V
-	n       int
 }
 
 type rootKey struct {
@@ -50,6 +65,17 @@ type node struct {
 	slots [numSlots]uint32
 }
 
+// node returns node id.
+func (ix *Index[V]) node(id uint32) *node {
+	return &ix.parts[id>>ix.shift].nodes[id&ix.mask]
+}
+
+// child returns the literal child of node parent under label.
+func (ix *Index[V]) child(parent uint32, label string) (uint32, bool) {
+	c, ok := ix.parts[parent>>ix.shift].edges[edge{parent, label}]
+	return c, ok
+}
+
 // Build indexes items. Items whose pattern does not parse are skipped and
 // reported, one error (wrapping ErrInvalid) each; the index holds the rest.
 func Build[V any](items []Item[V]) (*Index[V], []error) {
@@ -68,21 +94,43 @@ func Build[V any](items []Item[V]) (*Index[V], []error) {
 // Add order is the insertion order that breaks ties in Match. A Builder is
 // not safe for concurrent use.
 type Builder[V any] struct {
-	ix      *Index[V]
+	roots   map[rootKey]uint32
+	p       *part[V]
+	n       int
 	entries []buildEntry[V]
 	nLeaves uint32
+	// Node and leaf ids are tag|local, local < limit (see Index.parts).
+	tag, limit uint32
+	// A shard of Shards adds only what falls to it (see owns); shards is
+	// 0 for a Builder of its own.
+	shard, shards uint32
+	// topEdges are the children this shard made under its roots, for
+	// Shards.Index to hang under the shared roots.
+	topEdges []topEdge
 	// Reused across Add: the labels and segments of the pattern being added.
 	host, path []string
-	// The host walk of the last pattern added under each root: patterns
-	// added one after another often share their host (those of one mapping
-	// do), and the walk down it is most of the cost of adding one.
-	lastHost []hostWalk
+	// The host walk of the last pattern added under each root and
+	// top-level label: patterns added one after another often share their
+	// host (those of one mapping do), or the top of it (a domain many sites
+	// are under), and the walk down it is most of the cost of adding one.
+	lastHost map[walkKey]*hostWalk
+}
+
+type walkKey struct {
+	root uint32
+	tld  string
+}
+
+// topEdge is a child a shard made under one of its roots.
+type topEdge struct {
+	root  rootKey
+	label string
+	child uint32
 }
 
 // hostWalk is a walk down a host trie: labels TLD first, and the node each
 // label led to.
 type hostWalk struct {
-	root   uint32
 	labels []string
 	nodes  []uint32
 }
@@ -96,15 +144,23 @@ type buildEntry[V any] struct {
 // NewBuilder returns an empty Builder; hint is the number of items expected
 // (0 when unknown), which only sizes its tables.
 func NewBuilder[V any](hint int) *Builder[V] {
-	hint = max(hint, 0)
+	return newBuilder[V](hint, hint, 0, ^uint32(0))
+}
+
+// newBuilder is NewBuilder for a shard: its edges table is made for
+// edgesHint items.
+func newBuilder[V any](hint, edgesHint int, tag, limit uint32) *Builder[V] {
+	hint, edgesHint = max(hint, 0), max(edgesHint, 0)
 	return &Builder[V]{
-		ix: &Index[V]{
-			roots: make(map[rootKey]uint32),
-			edges: make(map[edge]uint32, 2*hint),
+		roots: make(map[rootKey]uint32),
+		p: &part[V]{
+			edges: make(map[edge]uint32, 2*edgesHint),
 			nodes: make([]node, 1, 2*hint+1),
 		},
 		entries: make([]buildEntry[V], 0, hint),
 		nLeaves: 1,
+		tag:     tag,
+		limit:   limit,
 	}
 }
 
@@ -115,23 +171,32 @@ func (b *Builder[V]) Add(pattern string, v V) error {
 	if err != nil {
 		return err
 	}
-	ix := b.ix
-	ix.n++
+	b.AddParsed(p, v)
+	return nil
+}
+
+// AddParsed is Add for a pattern parsed already (by Parse or a Parser): the
+// parsing, about a third of the work, can then be done on other goroutines.
+func (b *Builder[V]) AddParsed(p Pattern, v V) {
+	b.n++
 	// http* is registered once per scheme, as Hydrilla does.
 	for _, sc := range allSchemes {
 		if p.schemes&sc == 0 {
 			continue
 		}
 		key := rootKey{sc, p.port}
-		n, ok := ix.roots[key]
+		if b.shards != 0 && !b.owns(key, &p) {
+			continue
+		}
+		n, ok := b.roots[key]
 		// fresh: n was made by this walk, so it has no children yet and
 		// looking them up is wasted work.
 		fresh := !ok
 		if !ok {
-			n = ix.newNode()
-			ix.roots[key] = n
+			n = b.newNode()
+			b.roots[key] = n
 		}
-		w := b.hostWalk(n)
+		w := b.hostWalk(n, p.host)
 		k := 0 // labels shared with the last walk under this root
 		for k < len(w.labels) && k < len(p.host) && w.labels[k] == p.host[len(p.host)-1-k] {
 			k++
@@ -141,42 +206,59 @@ func (b *Builder[V]) Add(pattern string, v V) error {
 		}
 		w.labels, w.nodes = w.labels[:k], w.nodes[:k]
 		for j := len(p.host) - 1 - k; j >= 0; j-- {
-			n, fresh = ix.child(n, p.host[j], fresh)
+			var made bool
+			n, made = b.child(n, p.host[j], fresh)
+			if made && j == len(p.host)-1 && b.shards != 0 {
+				b.topEdges = append(b.topEdges, topEdge{key, p.host[j], n})
+			}
+			fresh = made
 			w.labels, w.nodes = append(w.labels, p.host[j]), append(w.nodes, n)
 		}
-		n, fresh = ix.slot(n, p.hostWild, ix.newNode)
+		n, fresh = b.slot(n, p.hostWild, b.newNode)
 		for _, s := range p.path {
-			n, fresh = ix.child(n, s, fresh)
+			n, fresh = b.child(n, s, fresh)
 		}
-		leaf, _ := ix.slot(n, p.pathWild, func() uint32 { b.nLeaves++; return b.nLeaves - 1 })
+		leaf, _ := b.slot(n, p.pathWild, b.newLeaf)
 		b.entries = append(b.entries, buildEntry[V]{leaf, p.slash, v})
 	}
-	return nil
 }
 
-// hostWalk returns the last walk under the root node root.
-func (b *Builder[V]) hostWalk(root uint32) *hostWalk {
-	for i := range b.lastHost {
-		if b.lastHost[i].root == root {
-			return &b.lastHost[i]
-		}
+// hostWalk returns the last walk under the root node root that began with
+// host's top-level label (the last of host).
+func (b *Builder[V]) hostWalk(root uint32, host []string) *hostWalk {
+	k := walkKey{root: root}
+	if len(host) > 0 {
+		k.tld = host[len(host)-1]
 	}
-	b.lastHost = append(b.lastHost, hostWalk{root: root})
-	return &b.lastHost[len(b.lastHost)-1]
+	w, ok := b.lastHost[k]
+	if !ok {
+		if b.lastHost == nil {
+			b.lastHost = make(map[walkKey]*hostWalk)
+		}
+		w = &hostWalk{}
+		b.lastHost[k] = w
+	}
+	return w
 }
 
 // Index lays the values out and returns the index. The Builder must not be
 // used afterwards.
 func (b *Builder[V]) Index() *Index[V] {
-	ix, entries := b.ix, b.entries
-	b.ix, b.entries = nil, nil
-	// Lay the values out leaf by leaf, slash bucket first, with a counting
-	// sort: entries are in insertion order and the placement is stable.
+	b.layout()
+	return &Index[V]{roots: b.roots, parts: []part[V]{*b.p}, shift: 32, mask: ^uint32(0), n: b.n}
+}
+
+// layout lays the values out leaf by leaf, slash bucket first, with a
+// counting sort: entries are in insertion order and the placement is stable.
+func (b *Builder[V]) layout() {
+	p, entries := b.p, b.entries
+	b.entries = nil
 	bucket := func(e *buildEntry[V]) uint32 {
+		l := e.leaf - b.tag
 		if e.slash {
-			return 2 * e.leaf
+			return 2 * l
 		}
-		return 2*e.leaf + 1
+		return 2*l + 1
 	}
 	offsets := make([]uint32, 2*b.nLeaves+1)
 	for i := range entries {
@@ -187,46 +269,150 @@ func (b *Builder[V]) Index() *Index[V] {
 	}
 	next := make([]uint32, len(offsets))
 	copy(next, offsets)
-	ix.vals = make([]V, len(entries))
+	p.vals = make([]V, len(entries))
 	for i := range entries {
 		bk := bucket(&entries[i])
-		ix.vals[next[bk]] = entries[i].value
+		p.vals[next[bk]] = entries[i].value
 		next[bk]++
 	}
-	ix.offsets = offsets
-	return ix
+	p.offsets = offsets
 }
 
-func (ix *Index[V]) newNode() uint32 {
-	ix.nodes = append(ix.nodes, node{})
-	return uint32(len(ix.nodes) - 1)
+func (b *Builder[V]) newNode() uint32 {
+	local := uint32(len(b.p.nodes))
+	if local >= b.limit {
+		panic("pattern: too many nodes for one index shard")
+	}
+	b.p.nodes = append(b.p.nodes, node{})
+	return b.tag | local
+}
+
+func (b *Builder[V]) newLeaf() uint32 {
+	if b.nLeaves >= b.limit {
+		panic("pattern: too many leaves for one index shard")
+	}
+	b.nLeaves++
+	return b.tag | (b.nLeaves - 1)
 }
 
 // child returns parent's child under label, creating it when absent; fresh
 // says parent was just created (so it has no children to look up), and the
 // result says whether the child was.
-func (ix *Index[V]) child(parent uint32, label string, fresh bool) (uint32, bool) {
+func (b *Builder[V]) child(parent uint32, label string, fresh bool) (uint32, bool) {
 	k := edge{parent, label}
 	if !fresh {
-		if c, ok := ix.edges[k]; ok {
+		if c, ok := b.p.edges[k]; ok {
 			return c, false
 		}
 	}
-	c := ix.newNode()
-	ix.edges[k] = c
+	c := b.newNode()
+	b.p.edges[k] = c
 	return c, true
 }
 
 // slot returns what slot w of node n points to, creating it with mk first
-// (and then reporting true). It indexes ix.nodes afresh after mk, which may
-// grow the slice.
-func (ix *Index[V]) slot(n uint32, w wildcard, mk func() uint32) (uint32, bool) {
-	if v := ix.nodes[n].slots[w]; v != 0 {
+// (and then reporting true). It indexes the nodes afresh after mk, which
+// may grow the slice.
+func (b *Builder[V]) slot(n uint32, w wildcard, mk func() uint32) (uint32, bool) {
+	local := n - b.tag
+	if v := b.p.nodes[local].slots[w]; v != 0 {
 		return v, false
 	}
 	v := mk()
-	ix.nodes[n].slots[w] = v
+	b.p.nodes[local].slots[w] = v
 	return v, true
+}
+
+// Shards builds one Index on several goroutines at once. Every shard is given
+// every item, in the same order, by a goroutine of its own, and indexes only
+// the subtrees that fall to it: under each (scheme, port) root, those of the
+// top-level labels (TLDs) and wildcards that hash to it. Each subtree is
+// thus built by one shard, from its items in the order they were added, so
+// the index answers exactly as one built by a single Builder from the same
+// items in the same order would.
+type Shards[V any] struct {
+	shards []*Builder[V]
+	shift  uint
+}
+
+// NewShards returns n shards (at least one) of a build of about hint items.
+func NewShards[V any](n, hint int) *Shards[V] {
+	n = max(n, 1)
+	// Part 0 holds the shared roots, part i+1 shard i.
+	shift := uint(32 - bits.Len(uint(n)))
+	s := &Shards[V]{shift: shift}
+	for i := range n {
+		// How the items fall to the shards depends on them: each shard's
+		// slices are made for all of them, which costs nothing until used
+		// (the memory is the system's until then), rather than grown
+		// (which costs copies); a table is filled as it is made, so the
+		// edges table is made for a shard's share.
+		b := newBuilder[V](hint, hint/n, uint32(i+1)<<shift, uint32(1)<<shift)
+		b.shard, b.shards = uint32(i), uint32(n)
+		s.shards = append(s.shards, b)
+	}
+	return s
+}
+
+// Shard returns the Builder of shard i (0 <= i < n). Each must be given
+// every item (Add or AddParsed), in the same order as every other.
+func (s *Shards[V]) Shard(i int) *Builder[V] { return s.shards[i] }
+
+// Index lays the values out and returns the index, once every shard has been
+// given every item. The shards must not be used afterwards.
+func (s *Shards[V]) Index() *Index[V] {
+	var wg sync.WaitGroup
+	for _, b := range s.shards {
+		wg.Go(b.layout)
+	}
+	wg.Wait()
+	top := newBuilder[V](0, 0, 0, uint32(1)<<s.shift)
+	ix := &Index[V]{roots: top.roots, shift: s.shift, mask: uint32(1)<<s.shift - 1, n: s.shards[0].n}
+	ix.parts = make([]part[V], 1, 1+len(s.shards))
+	root := func(key rootKey) uint32 {
+		r, ok := top.roots[key]
+		if !ok {
+			r = top.newNode()
+			top.roots[key] = r
+		}
+		return r
+	}
+	for _, b := range s.shards {
+		ix.parts = append(ix.parts, *b.p)
+		// A root's slots hold the path tries of hosts that are a wildcard
+		// alone (or of file://): each slot is filled by one shard at most.
+		for key, r := range b.roots {
+			t := &top.p.nodes[root(key)&ix.mask]
+			for w, v := range b.p.nodes[r-b.tag].slots {
+				if v != 0 {
+					t.slots[w] = v
+				}
+			}
+		}
+		for _, e := range b.topEdges {
+			top.p.edges[edge{root(e.root), e.label}] = e.child
+		}
+	}
+	ix.parts[0] = *top.p
+	return ix
+}
+
+// owns reports whether the subtree that pattern p's walk under root key goes
+// down falls to this shard: the one of its top-level label, or of its host
+// wildcard when that is all its host is.
+func (b *Builder[V]) owns(key rootKey, p *Pattern) bool {
+	h := uint32(key.scheme)<<16 | uint32(key.port)
+	if len(p.host) > 0 {
+		tld := p.host[len(p.host)-1]
+		h = h*16777619 ^ uint32(len(tld))
+		for i := 0; i < len(tld); i++ {
+			h = (h ^ uint32(tld[i])) * 16777619
+		}
+	} else {
+		h = h*16777619 ^ uint32(p.hostWild) ^ 0x9e3779b9
+	}
+	h ^= h >> 15
+	return h%b.shards == b.shard
 }
 
 // Len returns the number of items indexed (those whose pattern parsed).
@@ -259,7 +445,7 @@ func (ix *Index[V]) Match(u Pattern) []V {
 	var buf [16]uint32
 	stack := append(buf[:0], root)
 	for j := len(u.host) - 1; j >= 0; j-- {
-		c, ok := ix.edges[edge{stack[len(stack)-1], u.host[j]}]
+		c, ok := ix.child(stack[len(stack)-1], u.host[j])
 		if !ok {
 			break
 		}
@@ -273,7 +459,7 @@ func (ix *Index[V]) Match(u Pattern) []V {
 		out = ix.matchPath(out, pr, u)
 	}
 	for d := len(stack) - 1; d >= 0; d-- {
-		slots := &ix.nodes[stack[d]].slots
+		slots := &ix.node(stack[d]).slots
 		for w := wildNone; w < numSlots; w++ {
 			if pr := slots[w]; pr != 0 && w.admits(n-d) && (d != n-1 || w != reached) {
 				out = ix.matchPath(out, pr, u)
@@ -299,7 +485,7 @@ func (ix *Index[V]) reachedWildcard(stack []uint32, labels []string, last int) (
 	if w == wildNone {
 		return wildNone, 0
 	}
-	slot := ix.nodes[stack[n-1]].slots[w]
+	slot := ix.node(stack[n-1]).slots[w]
 	if slot == 0 {
 		return wildNone, 0
 	}
@@ -310,7 +496,7 @@ func (ix *Index[V]) matchPath(out []V, root uint32, u Pattern) []V {
 	var buf [16]uint32
 	stack := append(buf[:0], root)
 	for _, s := range u.path {
-		c, ok := ix.edges[edge{stack[len(stack)-1], s}]
+		c, ok := ix.child(stack[len(stack)-1], s)
 		if !ok {
 			break
 		}
@@ -322,7 +508,7 @@ func (ix *Index[V]) matchPath(out []V, root uint32, u Pattern) []V {
 		out = ix.appendLeaf(out, leaf, u.slash)
 	}
 	for d := len(stack) - 1; d >= 0; d-- {
-		slots := &ix.nodes[stack[d]].slots
+		slots := &ix.node(stack[d]).slots
 		for w := wildNone; w < numSlots; w++ {
 			leaf := slots[w]
 			if leaf == 0 || !w.admits(n-d) || (d == n-1 && w == reached) {
@@ -337,10 +523,11 @@ func (ix *Index[V]) matchPath(out []V, root uint32, u Pattern) []V {
 // appendLeaf appends the values of leaf: for a URL with a trailing slash,
 // those of patterns with one first, then the others.
 func (ix *Index[V]) appendLeaf(out []V, leaf uint32, slash bool) []V {
+	p, l := &ix.parts[leaf>>ix.shift], leaf&ix.mask
 	if slash {
-		out = append(out, ix.vals[ix.offsets[2*leaf]:ix.offsets[2*leaf+1]]...)
+		out = append(out, p.vals[p.offsets[2*l]:p.offsets[2*l+1]]...)
 	}
-	return append(out, ix.vals[ix.offsets[2*leaf+1]:ix.offsets[2*leaf+2]]...)
+	return append(out, p.vals[p.offsets[2*l+1]:p.offsets[2*l+2]]...)
 }
 
 // Dedupe returns vs with repeated values removed, keeping each at its first

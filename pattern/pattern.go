@@ -173,6 +173,54 @@ func Parse(s string) (Pattern, error) {
 	return parse(s, true, nil, nil)
 }
 
+// A Parser parses patterns as Parse does, for a caller that parses many and
+// keeps them a while (to add them to a Builder on another goroutine): it
+// keeps the labels and segments of all of them in a few large blocks rather
+// than two small slices each. What it returns stays valid. A Parser is not
+// safe for concurrent use; its zero value is ready.
+type Parser struct {
+	host, path []string // reused by every parse
+	blocks     [][]string
+	cur        int // the block being filled
+}
+
+// Reset makes the Parser reuse its memory for what it parses next: what it
+// returned before must no longer be used.
+func (ps *Parser) Reset() {
+	for i := range ps.blocks {
+		clear(ps.blocks[i])
+		ps.blocks[i] = ps.blocks[i][:0]
+	}
+	ps.cur = 0
+}
+
+// Parse is the package's Parse.
+func (ps *Parser) Parse(s string) (Pattern, error) {
+	p, err := parse(s, true, &ps.host, &ps.path)
+	if err != nil {
+		return Pattern{}, err
+	}
+	p.host, p.path = ps.keep(p.host), ps.keep(p.path)
+	return p, nil
+}
+
+// keep copies xs to the blocks, nil when empty as splitDrop makes it.
+func (ps *Parser) keep(xs []string) []string {
+	if len(xs) == 0 {
+		return nil
+	}
+	for ps.cur < len(ps.blocks) && cap(ps.blocks[ps.cur])-len(ps.blocks[ps.cur]) < len(xs) {
+		ps.cur++
+	}
+	if ps.cur == len(ps.blocks) {
+		ps.blocks = append(ps.blocks, make([]string, 0, max(512, len(xs))))
+	}
+	b := &ps.blocks[ps.cur]
+	n := len(*b)
+	*b = append(*b, xs...)
+	return (*b)[n:len(*b):len(*b)]
+}
+
 // ParseURL parses a concrete URL to look patterns up with. Unlike Parse it
 // drops the query and fragment instead of rejecting them, refuses http*, and
 // keeps asterisks as ordinary labels and segments (though one spelled "*",
