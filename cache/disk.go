@@ -322,10 +322,11 @@ func (d *Disk) MetaBatches(ctx context.Context, prefix string, workers int, fn f
 
 // MetaKeys implements MetaWalker.
 func (d *Disk) MetaKeys(ctx context.Context, prefix string, fn func(key []byte) error) error {
-	// The pages stay mapped: the catalogue walks the same records next
-	// (MetaBatches), and faulting them in is most of what this walk costs.
-	// That walk drops them.
+	// The pages it touched are dropped at the end, as MetaBatches drops
+	// them: the catalogue runs the two side by side, and either may end
+	// last.
 	return d.db.View(func(tx *bolt.Tx) error {
+		defer d.dropMapped(tx)
 		c := tx.Bucket(metaBucket).Cursor()
 		p := []byte(prefix)
 		n := 0

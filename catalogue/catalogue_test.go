@@ -3,6 +3,7 @@ package catalogue
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -74,5 +75,71 @@ func TestIgnoredNotesAreNotKept(t *testing.T) {
 	kept.Rebuild()
 	if kept.Size() != 1 || kept.Patterns() != 1 {
 		t.Errorf("a catalogue noting holds %d item versions and %d patterns, want 1 and 1", kept.Size(), kept.Patterns())
+	}
+}
+
+// The index built at start-up on several shards answers every URL as a
+// rebuild on one goroutine does: mappings of many sites under a few
+// top-level domains, with every wildcard kind, several versions each, and
+// patterns shared between mappings.
+func TestLoadAnswersAsRebuildDoes(t *testing.T) {
+	dir := t.TempDir()
+	d, digest := storetest.OpenDiskWithBlob(t, dir)
+	defer d.Close()
+	r := rand.New(rand.NewPCG(5, 11))
+	pick := func(xs ...string) string { return xs[r.IntN(len(xs))] }
+	site := func() string {
+		return fmt.Sprintf("s%d.%s.%s", r.IntN(40), pick("example", "shop"), pick("com", "org", "test", "net"))
+	}
+	var es []*cache.Entry
+	var urls []string
+	for m := range 1500 {
+		var patterns []string
+		for range 1 + r.IntN(4) {
+			host := site()
+			patterns = append(patterns, pick("https", "http*", "http", "ftp")+"://"+pick("", "www.", "*.", "**.", "***.")+host+
+				pick("", "/", "/a", "/a/*", "/docs/***", "/x/**/"))
+			urls = append(urls, pick("https", "http", "ftp")+"://"+pick("", "www.", "a.b.")+host+pick("/", "/a", "/a/b", "/docs/x/y", "/x/1/2/"))
+		}
+		if m%100 == 0 {
+			patterns = append(patterns, pick("https://***/", "https://***.com/***", "http*://*.org/*"))
+		}
+		for v := range 1 + r.IntN(3) {
+			it := &hydrilla.Item{Type: hydrilla.TypeMapping, Identifier: fmt.Sprintf("m%04d", m), LongName: fmt.Sprint("M", m, v),
+				Version: hydrilla.Version{1, v}, Patterns: patterns[:1+r.IntN(len(patterns))]}
+			es = append(es, &cache.Entry{Key: string(engine.HydrillaItem(hydrilla.ItemRef{Type: it.Type, Identifier: it.Identifier, Version: it.Version})),
+				Digest: digest, Size: 2, Status: 200, Class: cache.Immutable, FetchedAt: time.Now(), Meta: MetaOf(it)})
+		}
+	}
+	if err := d.PutEntries(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+	loaded := New(nil)
+	if err := loaded.Load(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	rebuilt := New(nil)
+	if err := rebuilt.Load(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	rebuilt.Rebuild()
+	matched := 0
+	for _, s := range urls {
+		u, err := pattern.ParseURL(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, want := loaded.Query(u), rebuilt.Query(u)
+		if !slices.EqualFunc(got, want, func(a, b hydrilla.QueryMapping) bool {
+			return a.Identifier == b.Identifier && a.LongName == b.LongName && a.Version.Compare(b.Version) == 0
+		}) {
+			t.Fatalf("%s: the loaded index answers\n%v\na rebuilt one\n%v", s, got, want)
+		}
+		if len(want) > 1 {
+			matched++
+		}
+	}
+	if matched < len(urls)/10 {
+		t.Fatalf("only %d of %d URLs match more than one mapping; the test checks too little", matched, len(urls))
 	}
 }
