@@ -3,10 +3,14 @@ package mirrorsync_test
 import (
 	"bytes"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/regmirror/regmirror/hydrilla"
 	"github.com/regmirror/regmirror/hydrilla/hydrillatest"
@@ -108,5 +112,40 @@ func TestHydrillaSyncFetchesEachFileOnce(t *testing.T) {
 		if n != 1 {
 			t.Errorf("%s asked for %d times", r, n)
 		}
+	}
+}
+
+// --jobs is the number of requests a sync has at the upstream at once. Each
+// object's own work (staging, verifying, placing it) runs beside the next
+// downloads, never as more of them (design.md, "Sync at the speed of the
+// network": measured against a floor fetching with the same concurrency).
+func TestHydrillaSyncKeepsJobsRequestsInFlight(t *testing.T) {
+	repo, up := hydrillatest.StartGenerated(t, 60, 11)
+	target, err := url.Parse(up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inFlight, most atomic.Int64
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	counting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(time.Millisecond) // so that requests a sync has at once overlap here
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(counting.Close)
+	m := startMirror(t, nil, []string{counting.URL})
+	const jobs = 2
+	res := m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: jobs})
+	if len(res) != 1 || !res[0].OK() || res[0].Files != len(repo.Files()) {
+		t.Fatalf("sync: %+v (files %d)", res[0], len(repo.Files()))
+	}
+	if n := most.Load(); n > jobs {
+		t.Errorf("%d requests at the upstream at once, --jobs is %d", n, jobs)
+	}
+	if n := most.Load(); n < jobs {
+		t.Errorf("at most %d request at the upstream at once, --jobs is %d", n, jobs)
 	}
 }

@@ -65,8 +65,8 @@ func (s *Syncer) refPackOne(ctx context.Context, up *upstream.Upstream, o Option
 	// What is fetched is committed in rounds (design.md, "Sync at the speed
 	// of the network"); the sync is complete once the group is.
 	group := cache.NewGroup()
-	gctx := cache.WithGroup(ctx, group)
-	parallel(ctx, o.Jobs, len(ids), func(i int) {
+	gctx, workers := fetching(ctx, group, o)
+	parallel(ctx, workers, len(ids), func(i int) {
 		id := ids[i]
 		vt := &engine.Target{API: "refpack", Route: "versions", Key: engine.RefPackVersions(id), Class: cache.Mutable,
 			Pool: s.p.RefPack, From: up, Path: "/packages/" + url.PathEscape(id) + "/" + refpack.SubVersions, Refresh: true, Pin: true}
@@ -103,7 +103,7 @@ func (s *Syncer) refPackOne(ctx context.Context, up *upstream.Upstream, o Option
 		mu.Unlock()
 		progress(id+"/versions", len(want))
 	})
-	parallel(ctx, o.Jobs, len(jobs), func(i int) {
+	parallel(ctx, workers, len(jobs), func(i int) {
 		j := jobs[i]
 		zt := s.p.Targets.RefPackZip(j.id, j.version, true)
 		zt.From = up

@@ -79,7 +79,7 @@ func New(p Parts) *Syncer {
 
 // Options narrow and pace a sync.
 type Options struct {
-	Jobs        int // objects fetched at once (default 4)
+	Jobs        int // objects being downloaded at once (default 4); storing them runs beside
 	AllVersions bool
 	Packages    []string // RefPack ids to take (empty: all)
 	Owners      []string // RefPack owners to take (empty: all)
@@ -208,8 +208,8 @@ func (s *Syncer) hydrillaOne(ctx context.Context, up *upstream.Upstream, o Optio
 	// What is fetched is committed in rounds (design.md, "Sync at the speed
 	// of the network"); the sync is complete once the group is.
 	group := cache.NewGroup()
-	gctx := cache.WithGroup(ctx, group)
-	parallel(ctx, o.Jobs, len(refs), func(i int) {
+	gctx, workers := fetching(ctx, group, o)
+	parallel(ctx, workers, len(refs), func(i int) {
 		ref := refs[i]
 		t := s.p.Targets.HydrillaItem(ref, true)
 		t.From = up
@@ -254,7 +254,7 @@ func (s *Syncer) hydrillaOne(ctx context.Context, up *upstream.Upstream, o Optio
 		}
 	})
 	slices.Sort(fileList)
-	parallel(ctx, o.Jobs, len(fileList), func(i int) {
+	parallel(ctx, workers, len(fileList), func(i int) {
 		t := s.p.Targets.HydrillaFile(fileList[i], true)
 		t.From = up
 		a, err := s.fetchWithRetry(gctx, t)
@@ -320,12 +320,9 @@ func describe(a *engine.Answer) string {
 	}
 }
 
-// parallel runs fn(0..n-1) on at most jobs goroutines.
-func parallel(ctx context.Context, jobs, n int, fn func(i int)) {
-	if jobs < 1 {
-		jobs = 4
-	}
-	sem := make(chan struct{}, jobs)
+// parallel runs fn(0..n-1) on at most workers goroutines.
+func parallel(ctx context.Context, workers, n int, fn func(i int)) {
+	sem := make(chan struct{}, max(workers, 1))
 	var wg sync.WaitGroup
 	for i := 0; i < n && ctx.Err() == nil; i++ {
 		sem <- struct{}{}
@@ -336,6 +333,25 @@ func parallel(ctx context.Context, jobs, n int, fn func(i int)) {
 		}(i)
 	}
 	wg.Wait()
+}
+
+// workersPerFetch is how many objects a sync works on per upstream request in
+// flight. An object's own work (staging, hashing, verifying and placing it)
+// comes after its body is read and holds no fetch place (upstream.FetchLimit),
+// so with more workers than fetches it overlaps the next downloads instead of
+// adding to them, and --jobs stays the number of requests at the upstream.
+const workersPerFetch = 4
+
+// fetching returns the context a sync's objects are fetched with, its writes
+// joining group and at most o.Jobs of its upstream requests in flight, and how
+// many objects to work on at once.
+func fetching(ctx context.Context, group *cache.Group, o Options) (context.Context, int) {
+	jobs := o.Jobs
+	if jobs < 1 {
+		jobs = 4
+	}
+	ctx = upstream.WithFetchLimit(cache.WithGroup(ctx, group), upstream.NewFetchLimit(jobs))
+	return ctx, jobs * workersPerFetch
 }
 
 // finish is the end both APIs' syncs share: it waits until the group has

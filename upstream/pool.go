@@ -149,17 +149,65 @@ func (u *Upstream) release() {
 	}
 }
 
-// releasingBody gives the upstream's slot back when the body is closed.
+// releasingBody gives the request's places back (its upstream's slot, and
+// its place under a FetchLimit) once the body is read to its end or closed,
+// whichever comes first: a body read to its end is no longer a request in
+// flight (its connection is already free for the next one), however long the
+// caller then spends on what it read.
 type releasingBody struct {
 	io.ReadCloser
-	once sync.Once
-	u    *Upstream
+	once    sync.Once
+	release func()
+}
+
+func (b *releasingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.once.Do(b.release)
+	}
+	return n, err
 }
 
 func (b *releasingBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(b.u.release)
+	b.once.Do(b.release)
 	return err
+}
+
+// A FetchLimit caps the upstream requests in flight of everything done with a
+// context that carries it (WithFetchLimit), whichever upstream they go to: a
+// sync's --jobs. A request holds its place from before it is sent until its
+// body is read to its end or closed, so what the caller does with a body once
+// read (storing, verifying, recording it) does not hold one: a sync keeps
+// --jobs downloads in flight while its own work on the ones before overlaps
+// them (design.md, "Sync at the speed of the network").
+type FetchLimit struct{ places chan struct{} }
+
+// NewFetchLimit returns a limit of n requests in flight (n < 1: 1).
+func NewFetchLimit(n int) *FetchLimit {
+	return &FetchLimit{places: make(chan struct{}, max(n, 1))}
+}
+
+type fetchLimitKey struct{}
+
+// WithFetchLimit returns a context whose upstream requests count under l.
+func WithFetchLimit(ctx context.Context, l *FetchLimit) context.Context {
+	return context.WithValue(ctx, fetchLimitKey{}, l)
+}
+
+// take waits for a place under the context's limit, if it carries one; the
+// function it returns gives the place back.
+func takeFetchPlace(ctx context.Context, base string) (func(), error) {
+	l, _ := ctx.Value(fetchLimitKey{}).(*FetchLimit)
+	if l == nil {
+		return func() {}, nil
+	}
+	select {
+	case l.places <- struct{}{}:
+		return func() { <-l.places }, nil
+	case <-ctx.Done():
+		return nil, &Error{Upstream: base, Timeout: ctx.Err() == context.DeadlineExceeded, Err: ctx.Err()}
+	}
 }
 
 // record notes a request's result; it returns whether u just became skipped
@@ -431,12 +479,18 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 		req.Header[k] = vs
 	}
 	req.Header.Set("User-Agent", p.opts.UserAgent)
+	leave, err := takeFetchPlace(ctx, u.Base)
+	if err != nil {
+		return nil, err
+	}
 	if err := u.acquire(ctx, p.opts.QueueTimeout); err != nil {
+		leave()
 		if errors.Is(err, ErrBusy) {
 			p.observeError(u, "busy")
 		}
 		return nil, err
 	}
+	release := func() { u.release(); leave() }
 	// As net/http does with a URL's user information, which is kept out of
 	// the request URL so that no error can quote it.
 	if u.user != nil && req.Header.Get("Authorization") == "" {
@@ -447,7 +501,7 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 	resp, err := p.client.Do(req)
 	d := time.Since(start)
 	if err != nil {
-		u.release()
+		release()
 		timeout := errors.Is(err, context.DeadlineExceeded)
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -463,7 +517,7 @@ func (p *Pool) do(ctx context.Context, u *Upstream, method, pathQuery string, hd
 		p.observeError(u, map[bool]string{true: "timeout", false: "connect"}[timeout])
 		return nil, ue
 	}
-	resp.Body = &releasingBody{ReadCloser: resp.Body, u: u}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
 	if resp.StatusCode >= 500 {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -192,4 +193,67 @@ func TestMaxConnsCapsRequestsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+}
+
+// A FetchLimit caps the requests in flight of everything done with its context,
+// across upstreams, and a request gives its place back once its body is read
+// to its end, before it is closed: what the caller then does with the body is
+// not a request in flight (a sync's own work overlaps its next downloads).
+func TestFetchLimitCountsOnlyRequestsInFlight(t *testing.T) {
+	const limit, clients = 2, 12
+	var inFlight, most atomic.Int64
+	handler := func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(2 * time.Millisecond) // long enough for the others to pile up
+		inFlight.Add(-1)
+		w.Write([]byte("ok"))
+	}
+	a, _ := server(t, handler)
+	b, _ := server(t, handler)
+	p, err := NewPool("hydrilla", []string{a.URL, b.URL}, Options{MaxFails: 1, FailTimeout: time.Minute, MaxConns: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := WithFetchLimit(context.Background(), NewFetchLimit(limit))
+	// Every body is read to its end and then held open until all are: were
+	// the places given back only at Close, the later requests would wait
+	// forever.
+	bodies := make(chan io.Closer, clients)
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			resp, err := p.GetFrom(ctx, p.Upstreams()[i%2], "/v/"+strconv.Itoa(i), nil)
+			if err == nil {
+				var body []byte
+				if body, err = io.ReadAll(resp.Body); err == nil && string(body) != "ok" {
+					err = fmt.Errorf("body %q", body)
+				}
+				bodies <- resp.Body
+			}
+			errs <- err
+		}()
+	}
+	for range clients {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("requests waited for places that bodies read to their end still held")
+		}
+	}
+	if m := most.Load(); m > limit {
+		t.Errorf("%d requests in flight at once, want at most %d", m, limit)
+	}
+	for range clients {
+		(<-bodies).Close()
+	}
+	for _, u := range p.Upstreams() {
+		if h := u.Health(); h.InFlight != 0 {
+			t.Errorf("%s: %d in flight after every body was read and closed", u.Base, h.InFlight)
+		}
+	}
 }
