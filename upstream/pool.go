@@ -195,7 +195,7 @@ func WithFetchLimit(ctx context.Context, l *FetchLimit) context.Context {
 	return context.WithValue(ctx, fetchLimitKey{}, l)
 }
 
-// take waits for a place under the context's limit, if it carries one; the
+// takeFetchPlace waits for a place under the context's limit, if it carries one; the
 // function it returns gives the place back.
 func takeFetchPlace(ctx context.Context, base string) (func(), error) {
 	l, _ := ctx.Value(fetchLimitKey{}).(*FetchLimit)
