@@ -61,7 +61,8 @@ type Answer struct {
 	// answering a route other than its own keeps that route's media type.
 	ContentType string
 	// Cause is the upstream failure a STALE answer stands in for, when one
-	// was met (sync reports it; clients see the stale copy).
+	// was met, or the store's failure that made an answer relayed unstored
+	// (BYPASS): a sync reports it; clients see the answer.
 	Cause error
 }
 
@@ -97,6 +98,15 @@ type VerifyError struct{ Err error }
 
 func (e *VerifyError) Error() string { return "verification failed: " + e.Err.Error() }
 func (e *VerifyError) Unwrap() error { return e.Err }
+
+// StoreError is a sync's fill whose body could not be stored (a full disk, a
+// read-only folder). Serve relays such a body unstored to the client waiting
+// for it; a sync has no one waiting for the bytes, so it reports the store's
+// failure instead of fetching them again.
+type StoreError struct{ Err error }
+
+func (e *StoreError) Error() string { return "not stored: " + e.Err.Error() }
+func (e *StoreError) Unwrap() error { return e.Err }
 
 // IsVerify reports whether err is a refused body.
 func IsVerify(err error) bool {

@@ -205,12 +205,15 @@ func (f *UpstreamFill) fill(ctx context.Context, t *Target, old *cache.Hot) (*An
 			return nil, &upstream.Error{Upstream: base, Timeout: errors.Is(ctx.Err(), context.DeadlineExceeded), Err: err}
 		default:
 			f.writeFailed(t, err)
+			if cache.Grouped(ctx) { // a sync's fill: its context carries the sync's group
+				return nil, &StoreError{err}
+			}
 			// Give this answer's upstream slot back first: the refetch takes
 			// one of its own, and a burst of such fills holding theirs would
 			// wait for each other until the queue timeout (503 busy).
 			resp.Body.Close()
 			// Inside the fill, so every waiting client shares this one refetch.
-			return f.fetchUnstored(ctx, t)
+			return f.fetchUnstored(ctx, t, err)
 		}
 	}
 	defer st.Discard()
@@ -239,13 +242,16 @@ func (f *UpstreamFill) fill(ctx context.Context, t *Target, old *cache.Hot) (*An
 	hot, err := f.Cache.Put(f.grouped(ctx), e, st)
 	if err != nil {
 		f.writeFailed(t, err)
+		if cache.Grouped(ctx) {
+			return nil, &StoreError{err}
+		}
 		if st.Size <= maxUnstoredBody {
 			if b, rerr := io.ReadAll(st.Reader()); rerr == nil {
-				return &Answer{Outcome: unstored, Upstream: base, Relay: &Relayed{Status: http.StatusOK, Header: h, Body: b}}, nil
+				return &Answer{Outcome: unstored, Upstream: base, Relay: &Relayed{Status: http.StatusOK, Header: h, Body: b}, Cause: err}, nil
 			}
 		}
 		resp.Body.Close() // its slot, as above
-		return f.fetchUnstored(ctx, t)
+		return f.fetchUnstored(ctx, t, err)
 	}
 	if t.Stored != nil {
 		t.Stored(e)
@@ -276,8 +282,9 @@ func (f *UpstreamFill) writeFailed(t *Target, err error) {
 }
 
 // fetchUnstored fetches t into memory, verifies it and returns it as a relayed
-// answer: the path taken when the store cannot be written.
-func (f *UpstreamFill) fetchUnstored(ctx context.Context, t *Target) (*Answer, error) {
+// answer: the path taken when the store cannot be written (writeErr, the
+// answer's Cause).
+func (f *UpstreamFill) fetchUnstored(ctx context.Context, t *Target, writeErr error) (*Answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.Timeout)
 	defer cancel()
 	resp, err := t.Pool.Get(ctx, t.Path, nil)
@@ -313,7 +320,7 @@ func (f *UpstreamFill) fetchUnstored(ctx context.Context, t *Target) (*Answer, e
 	if t.FixHeader != nil {
 		t.FixHeader(h)
 	}
-	return &Answer{Outcome: unstored, Upstream: base, Relay: &Relayed{Status: http.StatusOK, Header: h, Body: b}}, nil
+	return &Answer{Outcome: unstored, Upstream: base, Relay: &Relayed{Status: http.StatusOK, Header: h, Body: b}, Cause: writeErr}, nil
 }
 
 func (f *UpstreamFill) verifyFailed(t *Target, u *upstream.Upstream, err error) {

@@ -2,16 +2,22 @@ package mirrorsync_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/regmirror/regmirror/config"
 	"github.com/regmirror/regmirror/hydrilla"
 	"github.com/regmirror/regmirror/hydrilla/hydrillatest"
 	"github.com/regmirror/regmirror/mirrorsync"
@@ -147,5 +153,63 @@ func TestHydrillaSyncKeepsJobsRequestsInFlight(t *testing.T) {
 	}
 	if n := most.Load(); n < jobs {
 		t.Errorf("at most %d request at the upstream at once, --jobs is %d", n, jobs)
+	}
+}
+
+// A sync whose store cannot be written says so, with the store's cause, for
+// every object it could not keep (not "upstream answered 200"), and asks the
+// upstream for each object once: with no client waiting for the bytes, it
+// does not fetch them again to relay them.
+func TestHydrillaSyncReportsTheStoreFailing(t *testing.T) {
+	repo, up := hydrillatest.StartGenerated(t, 12, 5)
+	var data string
+	m := startMirror(t, nil, []string{up}, func(c *config.Config) { data = c.Data })
+	list := get(t, up+"/list_all")
+	sum := sha256.Sum256(list.Body)
+	keep := hex.EncodeToString(sum[:])[:2]
+	// Every blob folder but the list's is a file: as if those folders could
+	// not be written.
+	for i := range 256 {
+		name := fmt.Sprintf("%02x", i)
+		if name == keep {
+			continue
+		}
+		p := filepath.Join(data, "blobs", "sha256", name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("not a folder"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: 3})
+	if len(res) != 1 || res[0].Err != nil || len(res[0].Failed) == 0 {
+		t.Fatalf("sync: %+v", res[0])
+	}
+	for _, f := range res[0].Failed {
+		if !strings.Contains(f, "not stored: ") || !strings.Contains(f, "not a directory") {
+			t.Errorf("failure %q does not give the store's cause", f)
+		}
+	}
+	asked := map[string]int{}
+	for _, r := range repo.Requests() {
+		asked[r]++
+	}
+	for r, n := range asked {
+		if n != 1 && r != "/list_all" {
+			t.Errorf("%s asked for %d times", r, n)
+		}
+	}
+
+	// With the staging folder unwritable, the list itself is not kept.
+	if err := os.RemoveAll(filepath.Join(data, "tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "tmp"), []byte("not a folder"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res = m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: 3})
+	if len(res) != 1 || res[0].Err == nil || !strings.Contains(res[0].Err.Error(), "not stored: ") {
+		t.Errorf("sync with the staging folder unwritable: %+v, want an error naming the store's failure", res[0])
 	}
 }

@@ -309,6 +309,8 @@ func (s *Syncer) fetchWithRetry(ctx context.Context, t *engine.Target) (*engine.
 
 func describe(a *engine.Answer) string {
 	switch {
+	case a.Relay != nil && a.Cause != nil:
+		return "not stored: " + a.Cause.Error()
 	case a.Relay != nil:
 		return fmt.Sprintf("upstream answered %d", a.Relay.Status)
 	case a.Outcome.State == engine.Stale && a.Cause != nil:
