@@ -213,3 +213,26 @@ func TestHydrillaSyncReportsTheStoreFailing(t *testing.T) {
 		t.Errorf("sync with the staging folder unwritable: %+v, want an error naming the store's failure", res[0])
 	}
 }
+
+// An upstream that goes down in the middle of a sync (its /list_all came,
+// then every item fails) ends that upstream's sync once it has stayed down
+// through an object's retries, naming it down: it is not tried object by
+// object, each waiting out its retries, which for a large repository would
+// keep the sync running for days.
+func TestHydrillaSyncStopsWhenTheUpstreamStaysDown(t *testing.T) {
+	repo, up := hydrillatest.StartGenerated(t, 20, 5)
+	m := startMirror(t, nil, []string{up}, func(c *config.Config) { c.FailTimeout = 200 * time.Millisecond })
+	repo.SetFailPath("/mapping/", http.StatusBadGateway)
+	repo.SetFailPath("/resource/", http.StatusBadGateway)
+	res := m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: 1})
+	if len(res) != 1 {
+		t.Fatalf("results: %v", res)
+	}
+	r := res[0]
+	if r.Err == nil || !strings.Contains(r.Err.Error(), "down") || !strings.Contains(r.Err.Error(), up) {
+		t.Errorf("sync of an upstream gone down: error %v, want one naming %s down", r.Err, up)
+	}
+	if refs := len(repo.Refs()); len(r.Failed) >= refs {
+		t.Errorf("all %d items were tried and failed one by one while the upstream was down: %d failures: %q", refs, len(r.Failed), r.Failed[len(r.Failed)-3:])
+	}
+}

@@ -46,7 +46,13 @@ func (s *Syncer) refPackOne(ctx context.Context, up *upstream.Upstream, o Option
 	var mu sync.Mutex
 	var done atomic.Int64
 	total := len(ids)
+	watch := watchUpstream(ctx, up.Base)
+	defer watch.cancel(nil)
 	note := func(what string, a *engine.Answer, err error, doc bool) {
+		watch.check(err)
+		if err != nil && watch.abandoned() {
+			return
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		res.tally(what, a, err, doc)
@@ -65,8 +71,8 @@ func (s *Syncer) refPackOne(ctx context.Context, up *upstream.Upstream, o Option
 	// What is fetched is committed in rounds (design.md, "Sync at the speed
 	// of the network"); the sync is complete once the group is.
 	group := cache.NewGroup()
-	gctx, workers := fetching(ctx, group, o)
-	parallel(ctx, workers, len(ids), func(i int) {
+	gctx, workers := fetching(watch.ctx, group, o)
+	parallel(watch.ctx, workers, len(ids), func(i int) {
 		id := ids[i]
 		vt := &engine.Target{API: "refpack", Route: "versions", Key: engine.RefPackVersions(id), Class: cache.Mutable,
 			Pool: s.p.RefPack, From: up, Path: "/packages/" + url.PathEscape(id) + "/" + refpack.SubVersions, Refresh: true, Pin: true}
@@ -103,7 +109,7 @@ func (s *Syncer) refPackOne(ctx context.Context, up *upstream.Upstream, o Option
 		mu.Unlock()
 		progress(id+"/versions", len(want))
 	})
-	parallel(ctx, workers, len(jobs), func(i int) {
+	parallel(watch.ctx, workers, len(jobs), func(i int) {
 		j := jobs[i]
 		zt := s.p.Targets.RefPackZip(j.id, j.version, true)
 		zt.From = up
@@ -115,7 +121,7 @@ func (s *Syncer) refPackOne(ctx context.Context, up *upstream.Upstream, o Option
 		note(j.id+"@"+j.version+"/meta", a, err, true)
 		progress(j.id+"@"+j.version, 0)
 	})
-	s.finish(ctx, group, res, engine.RefPackSync(up.Base))
+	s.finish(ctx, group, res, watch, engine.RefPackSync(up.Base))
 	return res
 }
 

@@ -198,7 +198,13 @@ func (s *Syncer) hydrillaOne(ctx context.Context, up *upstream.Upstream, o Optio
 			o.Progress(Progress{API: "hydrilla", Upstream: up.Base, Done: d, Total: t, What: what})
 		}
 	}
+	watch := watchUpstream(ctx, up.Base)
+	defer watch.cancel(nil)
 	record := func(kind, what string, a *engine.Answer, err error) {
+		watch.check(err)
+		if err != nil && watch.abandoned() {
+			return
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		res.tally(what, a, err, kind != "item")
@@ -208,8 +214,8 @@ func (s *Syncer) hydrillaOne(ctx context.Context, up *upstream.Upstream, o Optio
 	// What is fetched is committed in rounds (design.md, "Sync at the speed
 	// of the network"); the sync is complete once the group is.
 	group := cache.NewGroup()
-	gctx, workers := fetching(ctx, group, o)
-	parallel(ctx, workers, len(refs), func(i int) {
+	gctx, workers := fetching(watch.ctx, group, o)
+	parallel(watch.ctx, workers, len(refs), func(i int) {
 		ref := refs[i]
 		t := s.p.Targets.HydrillaItem(ref, true)
 		t.From = up
@@ -254,14 +260,14 @@ func (s *Syncer) hydrillaOne(ctx context.Context, up *upstream.Upstream, o Optio
 		}
 	})
 	slices.Sort(fileList)
-	parallel(ctx, workers, len(fileList), func(i int) {
+	parallel(watch.ctx, workers, len(fileList), func(i int) {
 		t := s.p.Targets.HydrillaFile(fileList[i], true)
 		t.From = up
 		a, err := s.fetchWithRetry(gctx, t)
 		record("file", "file/sha256/"+fileList[i], a, err)
 		progress("file/sha256/" + fileList[i])
 	})
-	if s.finish(ctx, group, res, engine.HydrillaSync(up.Base)) {
+	if s.finish(ctx, group, res, watch, engine.HydrillaSync(up.Base)) {
 		s.p.Catalogue.MarkSynced(up.Base, time.Now())
 	}
 	return res
@@ -269,9 +275,18 @@ func (s *Syncer) hydrillaOne(ctx context.Context, up *upstream.Upstream, o Optio
 
 // fetchWithRetry resolves t and pins what it holds; it backs off and retries
 // when the upstream says 429 or 503 (honouring Retry-After) or is marked down.
-func (s *Syncer) fetchWithRetry(ctx context.Context, t *engine.Target) (*engine.Answer, error) {
-	var a *engine.Answer
-	var err error
+// An error after an attempt found t's upstream marked down, while it is still
+// marked down, is a *downError: the upstream stayed down through all of t's
+// retries (a request that succeeded meanwhile, for any object, would have
+// brought it back).
+func (s *Syncer) fetchWithRetry(ctx context.Context, t *engine.Target) (a *engine.Answer, err error) {
+	sawDown := false
+	defer func() {
+		if sawDown && err != nil && ctx.Err() == nil && !engine.IsVerify(err) &&
+			t.From != nil && t.From.Health().SkipUntil.After(time.Now()) {
+			err = &downError{err}
+		}
+	}()
 	for attempt := 0; attempt < 5; attempt++ {
 		a, err = s.p.Engine.Resolve(ctx, t)
 		var wait time.Duration
@@ -283,6 +298,7 @@ func (s *Syncer) fetchWithRetry(ctx context.Context, t *engine.Target) (*engine.
 			errors.Is(err, upstream.ErrBusy)):
 			wait = ue.RetryAfter
 		case errors.Is(err, upstream.ErrNoUpstream):
+			sawDown = true
 			wait = s.p.FailTimeout / 4
 		default:
 			if err == nil && t.Pin && a.Hot != nil && !a.Hot.Entry.Pinned && a.Hot.Entry.Status == http.StatusOK {
@@ -305,6 +321,51 @@ func (s *Syncer) fetchWithRetry(ctx context.Context, t *engine.Target) (*engine.
 		}
 	}
 	return a, err
+}
+
+// downError is an object's failure after its upstream was found marked down
+// during its retries: the upstream has been down (or failing) for longer than
+// its fail timeout.
+type downError struct{ err error }
+
+func (e *downError) Error() string { return e.err.Error() }
+func (e *downError) Unwrap() error { return e.err }
+
+// upstreamWatch ends an upstream's sync early when the upstream stays down:
+// once one object's retries have all found it down, the rest would each wait
+// out theirs too (for a large repository, days). The sync of that upstream
+// stops, and its result names the upstream down instead of listing every
+// object it did not fetch.
+type upstreamWatch struct {
+	ctx    context.Context // the upstream's sync; cancelled when it is abandoned
+	cancel context.CancelCauseFunc
+	base   string
+}
+
+func watchUpstream(ctx context.Context, base string) *upstreamWatch {
+	wctx, cancel := context.WithCancelCause(ctx)
+	return &upstreamWatch{ctx: wctx, cancel: cancel, base: base}
+}
+
+// abandoned reports whether the upstream's sync was stopped (by check, or by
+// its parent context): an object's error then says nothing about the object.
+func (w *upstreamWatch) abandoned() bool { return w.ctx.Err() != nil }
+
+// check abandons the upstream's sync when err says it stayed down.
+func (w *upstreamWatch) check(err error) {
+	var de *downError
+	if errors.As(err, &de) {
+		w.cancel(fmt.Errorf("upstream %s is down (marked down through every retry of an object: %v); "+
+			"the rest of its sync is abandoned: run the sync again when it is back", w.base, de.err))
+	}
+}
+
+// err is why the upstream's sync was abandoned, or nil.
+func (w *upstreamWatch) err() error {
+	if w.ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(w.ctx)
 }
 
 func describe(a *engine.Answer) string {
@@ -358,13 +419,18 @@ func fetching(ctx context.Context, group *cache.Group, o Options) (context.Conte
 
 // finish is the end both APIs' syncs share: it waits until the group has
 // recorded what was fetched, and marks the upstream synced (reporting true)
-// only when every object came and the sync was not cancelled.
-func (s *Syncer) finish(ctx context.Context, group *cache.Group, res *Result, key engine.Key) bool {
+// only when every object came and the sync was neither cancelled nor
+// abandoned (watch).
+func (s *Syncer) finish(ctx context.Context, group *cache.Group, res *Result, watch *upstreamWatch, key engine.Key) bool {
 	if err := group.Wait(); err != nil && res.Err == nil {
 		res.Err = fmt.Errorf("record what was fetched from %s: %w", res.Upstream, err)
 	}
 	if ctx.Err() != nil {
 		res.Err = ctx.Err()
+		return false
+	}
+	if err := watch.err(); err != nil {
+		res.Err = err
 		return false
 	}
 	if !res.OK() {
