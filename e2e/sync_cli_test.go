@@ -1,7 +1,12 @@
 package e2e
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,5 +68,63 @@ func TestSyncRefPackOnlyNeverContactsHydrilla(t *testing.T) {
 	}
 	if !strings.Contains(stdout, "refpack "+srv.URL+": 1 packages, 1 versions") || strings.Contains(stdout, "hydrilla") {
 		t.Errorf("summary:\n%s", stdout)
+	}
+}
+
+// --jobs outside 1..256 is refused before anything is opened or fetched: 0
+// and negative values used to mean 4, and a huge one a goroutine, a fill and
+// a staged file for every object at once (out of memory on a large
+// repository).
+func TestSyncRefusesJobsOutOfRange(t *testing.T) {
+	repo := hydrillatest.Generate(3, 2)
+	repo.SetPrefix("/api_v2")
+	repo.Start(t)
+	for _, jobs := range []string{"0", "-3", "257", "100000"} {
+		data := t.TempDir()
+		code, _, all := runCmd(t, time.Minute, "sync", "--data", data, "--hydrilla-upstream", repo.BaseURL(), "--jobs", jobs)
+		if code == 0 || !strings.Contains(all, "--jobs") || !strings.Contains(all, jobs) {
+			t.Errorf("sync --jobs %s exited %d; want 1 naming --jobs and the value:\n%s", jobs, code, tail(all, 5))
+		}
+	}
+	if n := len(repo.Requests()); n != 0 {
+		t.Errorf("refused syncs made %d upstream requests: %v", n, repo.Requests())
+	}
+}
+
+// --jobs is the number of downloads in flight at the upstream, also above
+// serve's --upstream-max-conns (32 by default), which sync does not take: the
+// upstream's cap used to hold a sync at 32 whatever --jobs said.
+func TestSyncJobsAboveTheUpstreamCap(t *testing.T) {
+	repo := hydrillatest.Generate(40, 3)
+	const jobs = 40
+	var inFlight, most atomic.Int64
+	reached := make(chan struct{})
+	var once sync.Once
+	h := repo.Handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		if n >= jobs {
+			once.Do(func() { close(reached) })
+		}
+		if r.URL.Path != "/list_all" {
+			// Held until --jobs requests are here at once (or a while has
+			// passed: then the test fails, but ends).
+			select {
+			case <-reached:
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	code, _, all := runCmd(t, 5*time.Minute, "sync", "--data", t.TempDir(), "--hydrilla-upstream", srv.URL, "--jobs", strconv.Itoa(jobs))
+	if code != 0 {
+		t.Fatalf("sync exited %d:\n%s", code, tail(all, 10))
+	}
+	if n := most.Load(); n < jobs {
+		t.Errorf("at most %d requests at the upstream at once with --jobs %d", n, jobs)
 	}
 }
