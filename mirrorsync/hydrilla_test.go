@@ -236,3 +236,37 @@ func TestHydrillaSyncStopsWhenTheUpstreamStaysDown(t *testing.T) {
 		t.Errorf("all %d items were tried and failed one by one while the upstream was down: %d failures: %q", refs, len(r.Failed), r.Failed[len(r.Failed)-3:])
 	}
 }
+
+// A sync against a flaky upstream completes: a request that fails in a way
+// the next one may not (a 502, a connection cut before the answer) is asked
+// again, a few times, before the object counts as failed.
+func TestHydrillaSyncRetriesTransientFailures(t *testing.T) {
+	repo, _ := hydrillatest.StartGenerated(t, 30, 7)
+	var n atomic.Int64
+	var blips atomic.Int64
+	inner := repo.Handler()
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch i := n.Add(1); {
+		case strings.HasSuffix(r.URL.Path, "/list_all") || i%5 != 0:
+			inner.ServeHTTP(w, r)
+		case i%10 == 0: // the connection cut before any answer
+			blips.Add(1)
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		default:
+			blips.Add(1)
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+		}
+	}))
+	t.Cleanup(flaky.Close)
+	m := startMirror(t, nil, []string{flaky.URL + "/api_v2"})
+	res := m.sync.Hydrilla(t.Context(), mirrorsync.Options{Jobs: 2})
+	if len(res) != 1 || !res[0].OK() || res[0].Files != len(repo.Files()) || res[0].Items != len(repo.Refs()) {
+		t.Fatalf("sync through an upstream failing one request in 5 (%d blips): %+v", blips.Load(), res[0])
+	}
+	if blips.Load() == 0 {
+		t.Fatal("the upstream never failed: the test tests nothing")
+	}
+}

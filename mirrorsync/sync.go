@@ -274,7 +274,8 @@ func (s *Syncer) hydrillaOne(ctx context.Context, up *upstream.Upstream, o Optio
 }
 
 // fetchWithRetry resolves t and pins what it holds; it backs off and retries
-// when the upstream says 429 or 503 (honouring Retry-After) or is marked down.
+// when the upstream says 429 or 503 (honouring Retry-After) or is marked down,
+// and, transientRetries times, after a failure another attempt may not meet.
 // An error after an attempt found t's upstream marked down, while it is still
 // marked down, is a *downError: the upstream stayed down through all of t's
 // retries (a request that succeeded meanwhile, for any object, would have
@@ -300,6 +301,8 @@ func (s *Syncer) fetchWithRetry(ctx context.Context, t *engine.Target) (a *engin
 		case errors.Is(err, upstream.ErrNoUpstream):
 			sawDown = true
 			wait = s.p.FailTimeout / 4
+		case attempt < transientRetries && transient(ctx, err):
+			// The default backoff.
 		default:
 			if err == nil && t.Pin && a.Hot != nil && !a.Hot.Entry.Pinned && a.Hot.Entry.Status == http.StatusOK {
 				e := *a.Hot.Entry
@@ -321,6 +324,22 @@ func (s *Syncer) fetchWithRetry(ctx context.Context, t *engine.Target) (a *engin
 		}
 	}
 	return a, err
+}
+
+// transientRetries is how many times a sync asks again for an object whose
+// request failed in a way the next request may not (transient): a sync
+// against a flaky upstream should complete, not fail on its first blip.
+const transientRetries = 2
+
+// transient reports whether err is an upstream failure another attempt may
+// not meet: a 5xx, a connection refused or reset, a timeout, a body cut
+// short. Answers the upstream meant (a 404, a 4xx relayed), bodies failing
+// verification or over the size limit, the store failing, and a full
+// upstream (busy, handled with its Retry-After) are not.
+func transient(ctx context.Context, err error) bool {
+	var ue *upstream.Error
+	return ctx.Err() == nil && errors.As(err, &ue) && !errors.Is(err, upstream.ErrBusy) &&
+		!errors.Is(err, cache.ErrTooLarge) && (ue.Status == 0 || ue.Status >= 500)
 }
 
 // downError is an object's failure after its upstream was found marked down
