@@ -29,7 +29,7 @@ import (
 // pages between their drops, and the binary.
 const syncMemoryLimit = 360 << 20
 
-// maxSyncJobs is the most --jobs a sync takes. A sync works on 4 objects per
+// maxSyncJobs is the most --jobs a sync takes. A sync works on 2 objects per
 // download, each with its goroutine, fill and staged file: at --jobs 100000 a
 // 5,000-mapping sync peaked at 448 MiB RSS (75 MiB at --jobs 4), and a larger
 // one would run out of memory or file descriptors. No upstream wants more
