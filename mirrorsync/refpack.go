@@ -49,8 +49,7 @@ func (s *Syncer) refPackOne(ctx context.Context, up *upstream.Upstream, o Option
 	watch := watchUpstream(ctx, up.Base)
 	defer watch.cancel(nil)
 	note := func(what string, a *engine.Answer, err error, doc bool) {
-		watch.check(err)
-		if err != nil && watch.abandoned() {
+		if watch.check(err) {
 			return
 		}
 		mu.Lock()

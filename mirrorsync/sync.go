@@ -201,8 +201,7 @@ func (s *Syncer) hydrillaOne(ctx context.Context, up *upstream.Upstream, o Optio
 	watch := watchUpstream(ctx, up.Base)
 	defer watch.cancel(nil)
 	record := func(kind, what string, a *engine.Answer, err error) {
-		watch.check(err)
-		if err != nil && watch.abandoned() {
+		if watch.check(err) {
 			return
 		}
 		mu.Lock()
@@ -366,17 +365,17 @@ func watchUpstream(ctx context.Context, base string) *upstreamWatch {
 	return &upstreamWatch{ctx: wctx, cancel: cancel, base: base}
 }
 
-// abandoned reports whether the upstream's sync was stopped (by check, or by
-// its parent context): an object's error then says nothing about the object.
-func (w *upstreamWatch) abandoned() bool { return w.ctx.Err() != nil }
-
-// check abandons the upstream's sync when err says it stayed down.
-func (w *upstreamWatch) check(err error) {
+// check abandons the upstream's sync when err says it stayed down, and
+// reports whether err is to be left out of the result: once the sync is
+// abandoned (by check, or by its parent context), an object's error says
+// nothing about the object.
+func (w *upstreamWatch) check(err error) (leaveOut bool) {
 	var de *downError
 	if errors.As(err, &de) {
 		w.cancel(fmt.Errorf("upstream %s is down (marked down through every retry of an object: %v); "+
 			"the rest of its sync is abandoned: run the sync again when it is back", w.base, de.err))
 	}
+	return err != nil && w.ctx.Err() != nil
 }
 
 // err is why the upstream's sync was abandoned, or nil.
